@@ -1,0 +1,103 @@
+"""Radius graphs for finite and periodic structures, built with vesin.
+
+vesin handles non-periodic, fully periodic and mixed boundary conditions, triclinic cells and cells
+smaller than the cutoff (several images of one atom), so no image bookkeeping is written here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import vesin
+from ase import Atoms
+
+# Smallest cell volume (Å^3) accepted along periodic directions.
+_MIN_VOLUME = 1e-6
+
+
+def neighbor_list_arrays(
+    positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Full neighbour list of points within ``cutoff`` (both directions of every pair).
+
+    Args:
+        positions: [num_atoms, 3] Cartesian positions, Å.
+        cell: [3, 3] lattice vectors as rows, Å. Ignored along non-periodic directions.
+        pbc: [3] periodicity along each lattice vector.
+        cutoff: radius, Å, > 0.
+
+    Returns:
+        ``(i, j, shifts)``: centre indices [E], neighbour indices [E] and integer cell shifts
+        [E, 3] such that ``pos[j] - pos[i] + shifts @ cell`` is the edge vector. There is no
+        self-pair at zero shift; an atom does pair with its own periodic images.
+    """
+    cutoff = _check_cutoff(cutoff)
+    positions = np.ascontiguousarray(positions, dtype=np.float64)
+    pbc = np.asarray(pbc, dtype=bool).reshape(3)
+    cell = np.asarray(cell, dtype=np.float64).reshape(3, 3)
+    if len(positions) == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros((0, 3), dtype=np.int64)
+    if pbc.any():
+        _check_cell(cell, pbc)
+        if not pbc.all():
+            cell = _complete_cell(cell, pbc)
+    else:
+        cell = np.zeros((3, 3))
+    calculator = vesin.NeighborList(cutoff=cutoff, full_list=True)
+    i, j, shifts = calculator.compute(
+        points=positions, box=cell, periodic=pbc.tolist(), quantities="ijS", copy=True
+    )
+    return i.astype(np.int64), j.astype(np.int64), shifts.astype(np.int64)
+
+
+def neighbor_list(atoms: Atoms, cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`neighbor_list_arrays` for an :class:`ase.Atoms` (positions, cell and pbc)."""
+    return neighbor_list_arrays(atoms.positions, atoms.cell.array, atoms.pbc, cutoff)
+
+
+def _check_cutoff(cutoff: float) -> float:
+    cutoff = float(cutoff)
+    if not np.isfinite(cutoff) or cutoff <= 0.0:
+        raise ValueError(f"cutoff must be a finite number > 0, got {cutoff!r}")
+    return cutoff
+
+
+def _check_cell(cell: np.ndarray, pbc: np.ndarray) -> None:
+    if not np.isfinite(cell).all():
+        raise ValueError(f"cell has NaN or inf entries: {cell.tolist()}")
+    lengths = np.linalg.norm(cell, axis=1)
+    if (lengths[pbc] < 1e-8).any():
+        raise ValueError(f"periodic lattice vector has zero length: cell={cell.tolist()}, pbc={pbc.tolist()}")
+    if pbc.all() and abs(np.linalg.det(cell)) < _MIN_VOLUME:
+        raise ValueError(f"periodic cell has zero volume: cell={cell.tolist()}")
+
+
+def _complete_cell(cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
+    """Replace zero-length non-periodic lattice vectors (a slab with no vacuum cell vector).
+
+    vesin needs an invertible box even along non-periodic directions, where only its
+    orientation matters for the cell-list binning. A missing vector is replaced by a unit
+    vector orthogonal to the periodic ones; the shifts along it are always zero.
+    """
+    cell = cell.copy()
+    missing = np.linalg.norm(cell, axis=1) < 1e-8
+    for axis in np.flatnonzero(missing):
+        others = [cell[k] for k in range(3) if k != axis and not missing[k]]
+        if len(others) == 2:
+            vec = np.cross(others[0], others[1])
+        else:
+            # Gram-Schmidt a Cartesian axis against what is there.
+            vec = np.eye(3)[axis]
+            for other in others:
+                unit = other / np.linalg.norm(other)
+                vec = vec - vec @ unit * unit
+            if np.linalg.norm(vec) < 1e-8:
+                vec = np.eye(3)[(axis + 1) % 3]
+                for other in others:
+                    unit = other / np.linalg.norm(other)
+                    vec = vec - vec @ unit * unit
+        cell[axis] = vec / np.linalg.norm(vec)
+        missing[axis] = False
+    if abs(np.linalg.det(cell)) < _MIN_VOLUME:
+        raise ValueError(f"periodic cell has zero volume: cell={cell.tolist()}, pbc={pbc.tolist()}")
+    return cell
