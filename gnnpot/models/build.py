@@ -1,0 +1,83 @@
+"""``build_model``: a family name and hyperparameters in, a :class:`ForceField` out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ase.data import atomic_numbers
+
+from gnnpot.models.potential import ForceField, Potential
+from gnnpot.nn import AtomwiseReadout, ScaleShift, ZBLRepulsion
+from gnnpot.representations import REGISTRY
+
+
+def to_atomic_numbers(elements: Sequence[str | int]) -> list[int]:
+    """Element symbols or numbers to sorted, unique atomic numbers."""
+    numbers = set()
+    for element in elements:
+        if isinstance(element, str):
+            if element not in atomic_numbers:
+                raise ValueError(f"unknown element symbol {element!r}")
+            numbers.add(atomic_numbers[element])
+        else:
+            number = int(element)
+            if not 0 < number < 119:
+                raise ValueError(f"atomic number must be in 1..118, got {element!r}")
+            numbers.add(number)
+    if not numbers:
+        raise ValueError("elements must name at least one element")
+    return sorted(numbers)
+
+
+def build_model(
+    representation: str,
+    *,
+    cutoff: float,
+    elements: Sequence[str | int],
+    e0: Mapping[str | int, float] | None = None,
+    scale: float = 1.0,
+    zbl: bool = False,
+    **hparams: Any,
+) -> ForceField:
+    """Build a potential with forces and stress.
+
+    Args:
+        representation: a family name from :data:`gnnpot.representations.REGISTRY`.
+        cutoff: neighbour radius, Å.
+        elements: the elements the model knows (symbols or atomic numbers).
+        e0: per-element reference energies (eV) by symbol or atomic number; missing ones are 0.
+        scale: energy scale (eV) applied to the readout, e.g. the force RMS of the data.
+        zbl: add the ZBL short-range repulsion prior.
+        **hparams: the family's hyperparameters (``num_features``, ``num_interactions``, ...).
+    """
+    if representation not in REGISTRY:
+        raise ValueError(f"unknown representation {representation!r}; choose from {sorted(REGISTRY)}")
+    cutoff = float(cutoff)
+    if not cutoff > 0:
+        raise ValueError(f"cutoff must be > 0, got {cutoff!r}")
+    numbers = to_atomic_numbers(elements)
+    shift = [0.0] * len(numbers)
+    for key, value in (e0 or {}).items():
+        number = to_atomic_numbers([key])[0]
+        if number not in numbers:
+            raise ValueError(f"e0 given for element {key!r}, which is not in elements")
+        shift[numbers.index(number)] = float(value)
+    family = REGISTRY[representation](num_elements=len(numbers), cutoff=cutoff, **hparams)
+    potential = Potential(
+        representation=family,
+        readout=AtomwiseReadout(family.num_features),
+        scale_shift=ScaleShift(len(numbers), shift=shift, scale=scale),
+        elements=numbers,
+        pair_repulsion=ZBLRepulsion(cutoff) if zbl else None,
+    )
+    config = {
+        "representation": representation,
+        "cutoff": cutoff,
+        "elements": numbers,
+        "e0": dict(zip(numbers, shift)),
+        "scale": float(scale),
+        "zbl": bool(zbl),
+        "hparams": dict(hparams),
+    }
+    return ForceField(potential, config=config)

@@ -1,0 +1,19 @@
+"""Family-agnostic building blocks: radial bases, cutoffs, geometry, readout, ZBL."""
+
+from gnnpot.nn.geometry import edge_vectors
+from gnnpot.nn.radial import BesselRBF, CosineCutoff, GaussianRBF, PolynomialCutoff
+from gnnpot.nn.readout import AtomwiseReadout, ScaleShift
+from gnnpot.nn.scatter import scatter_sum
+from gnnpot.nn.zbl import ZBLRepulsion
+
+__all__ = [
+    "AtomwiseReadout",
+    "BesselRBF",
+    "CosineCutoff",
+    "GaussianRBF",
+    "PolynomialCutoff",
+    "ScaleShift",
+    "ZBLRepulsion",
+    "edge_vectors",
+    "scatter_sum",
+]

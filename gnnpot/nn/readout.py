@@ -1,0 +1,50 @@
+"""Atomwise readout and the per-element shift and scale of atomic energies."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+class AtomwiseReadout(nn.Module):
+    """Two-layer MLP from invariant features [N, num_features] to per-atom outputs [N]."""
+
+    def __init__(self, num_features: int, num_hidden: int | None = None) -> None:
+        super().__init__()
+        num_hidden = num_hidden or max(num_features // 2, 1)
+        self.net = nn.Sequential(
+            nn.Linear(num_features, num_hidden), nn.SiLU(), nn.Linear(num_hidden, 1)
+        )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for layer in self.net:
+            if isinstance(layer, nn.Linear):
+                nn.init.xavier_uniform_(layer.weight)
+                nn.init.zeros_(layer.bias)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.net(features).squeeze(-1)
+
+
+class ScaleShift(nn.Module):
+    """``E_i = scale * y_i + shift[species_i]``: E0 per element and one energy scale, in eV.
+
+    Both come from the training data statistics and are buffers (saved, not trained).
+    """
+
+    def __init__(self, num_elements: int, shift: Sequence[float] | None = None, scale: float = 1.0) -> None:
+        super().__init__()
+        shift_tensor = torch.zeros(num_elements) if shift is None else torch.as_tensor(shift, dtype=torch.float)
+        if shift_tensor.shape != (num_elements,):
+            raise ValueError(f"shift needs {num_elements} values, got shape {tuple(shift_tensor.shape)}")
+        self.register_buffer("shift", shift_tensor.to(torch.get_default_dtype()))
+        self.register_buffer("scale", torch.tensor(float(scale), dtype=torch.get_default_dtype()))
+
+    def forward(self, atomic: Tensor, species: Tensor) -> Tensor:
+        return self.scale * atomic + self.shift[species]
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}(num_elements={self.shift.numel()}, scale={float(self.scale):.4g})"
