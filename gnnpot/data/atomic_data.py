@@ -44,6 +44,7 @@ class AtomicData(Data):
         weights: Mapping[str, float] | None = None,
         source: str = "<atoms>",
         frame_id: int = 0,
+        dtype: torch.dtype | None = None,
     ) -> AtomicData:
         """Build the graph of ``atoms`` with every neighbour within ``cutoff``.
 
@@ -57,6 +58,7 @@ class AtomicData(Data):
             weights: per-frame loss weights by label name, default 1 for present labels.
             source: file name used in error messages.
             frame_id: frame index used in error messages and stored with the data.
+            dtype: float dtype of positions, cell and labels; default ``torch.get_default_dtype()``.
 
         Raises:
             DataError: NaN/inf, overlapping atoms, a degenerate periodic cell, bad label shapes.
@@ -82,10 +84,11 @@ class AtomicData(Data):
                     f"(minimum {MIN_DISTANCE} Å); overlapping atoms"
                 )
         num_atoms = len(atoms)
+        dtype = dtype or torch.get_default_dtype()
         data = cls(
             z=torch.as_tensor(atoms.numbers, dtype=torch.long),
-            pos=torch.as_tensor(pos, dtype=torch.get_default_dtype()),
-            cell=torch.as_tensor(cell, dtype=torch.get_default_dtype()).unsqueeze(0),
+            pos=torch.as_tensor(pos, dtype=dtype),
+            cell=torch.as_tensor(cell, dtype=dtype).unsqueeze(0),
             pbc=torch.as_tensor(pbc).unsqueeze(0),
             natoms=torch.tensor([num_atoms]),
             edge_index=torch.as_tensor(np.stack([i, j])),
@@ -94,14 +97,18 @@ class AtomicData(Data):
             num_nodes=num_atoms,
         )
         if labels is not None:
-            data._set_labels(labels, dict(weights or {}), num_atoms, where)
+            data._set_labels(labels, dict(weights or {}), num_atoms, where, dtype)
         return data
 
     def _set_labels(
-        self, labels: Mapping[str, Any], weights: dict[str, float], num_atoms: int, where: str
+        self,
+        labels: Mapping[str, Any],
+        weights: dict[str, float],
+        num_atoms: int,
+        where: str,
+        dtype: torch.dtype,
     ) -> None:
         shapes = {keys.ENERGY: (1,), keys.FORCES: (num_atoms, 3), keys.STRESS: (1, 3, 3)}
-        dtype = torch.get_default_dtype()
         for key, shape in shapes.items():
             value = labels.get(key)
             weight_key = keys.WEIGHT_KEYS[key]
