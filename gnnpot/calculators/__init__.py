@@ -1,0 +1,5 @@
+"""ASE calculators."""
+
+from gnnpot.calculators.calculator import GNNPotCalculator
+
+__all__ = ["GNNPotCalculator"]
