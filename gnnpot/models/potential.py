@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Data
 
 from gnnpot import keys
-from gnnpot.nn import AtomwiseReadout, ScaleShift, ZBLRepulsion, edge_vectors, scatter_sum
+from gnnpot.nn import ScaleShift, ZBLRepulsion, edge_vectors, scatter_sum
 
 
 class Potential(nn.Module):
@@ -125,7 +125,7 @@ class ForceField(nn.Module):
     def forward(self, data: Data) -> dict[str, Tensor]:
         """Returns ``energy`` [B], ``forces`` [N, 3], ``atomic_energy`` [N] and ``stress`` [B, 3, 3]
         (the last only when some frame is periodic)."""
-        dtype = self.potential.scale_shift.shift.dtype
+        dtype = self.potential.scale_shift.scale.dtype
         batch = _batch(data)
         num_frames = int(data[keys.CELL].shape[0])
         pos = data[keys.POSITIONS].to(dtype)

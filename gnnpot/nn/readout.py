@@ -32,19 +32,29 @@ class AtomwiseReadout(nn.Module):
 class ScaleShift(nn.Module):
     """``E_i = scale * y_i + shift[species_i]``: E0 per element and one energy scale, in eV.
 
-    Both come from the training data statistics and are buffers (saved, not trained).
+    Both come from the training data statistics and are buffers (saved, not trained). The shift
+    stays float64 through ``.to(dtype)``: E0s are large (hundreds of eV for molecules), and a
+    round trip through float32 would move an isolated atom's energy by 1e-6 eV.
     """
 
     def __init__(self, num_elements: int, shift: Sequence[float] | None = None, scale: float = 1.0) -> None:
         super().__init__()
-        shift_tensor = torch.zeros(num_elements) if shift is None else torch.as_tensor(shift, dtype=torch.float)
+        shift_tensor = torch.zeros(num_elements, dtype=torch.float64)
+        if shift is not None:
+            shift_tensor = torch.as_tensor(shift, dtype=torch.float64)
         if shift_tensor.shape != (num_elements,):
             raise ValueError(f"shift needs {num_elements} values, got shape {tuple(shift_tensor.shape)}")
-        self.register_buffer("shift", shift_tensor.to(torch.get_default_dtype()))
+        self.register_buffer("shift", shift_tensor)
         self.register_buffer("scale", torch.tensor(float(scale), dtype=torch.get_default_dtype()))
 
+    def _apply(self, fn, recurse=True):  # noqa: ANN001, ANN202 (torch's signature)
+        shift = self.shift
+        super()._apply(fn, recurse)
+        self.shift = shift.to(device=self.scale.device)
+        return self
+
     def forward(self, atomic: Tensor, species: Tensor) -> Tensor:
-        return self.scale * atomic + self.shift[species]
+        return self.scale * atomic + self.shift[species].to(atomic.dtype)
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}(num_elements={self.shift.numel()}, scale={float(self.scale):.4g})"
