@@ -30,8 +30,8 @@ class ZBLRepulsion(nn.Module):
     def __init__(self, cutoff: float, p: int = 6) -> None:
         super().__init__()
         self.envelope = PolynomialCutoff(cutoff, p)
-        self.register_buffer("coeffs", torch.tensor(_COEFFS))
-        self.register_buffer("exponents", torch.tensor(_EXPONENTS))
+        self.register_buffer("coeffs", torch.tensor(_COEFFS), persistent=False)
+        self.register_buffer("exponents", torch.tensor(_EXPONENTS), persistent=False)
 
     def forward(self, z: Tensor, edge_index: Tensor, edge_len: Tensor) -> Tensor:
         """Args: z [N] atomic numbers, edge_index [2, E], edge_len [E] Å. Returns: [N] eV."""

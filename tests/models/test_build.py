@@ -1,0 +1,77 @@
+"""build_model, Potential and the ZBL prior."""
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from torch_geometric.data import Batch
+
+from gnnpot import build_model, testing
+from gnnpot.data import AtomicData
+
+TINY = testing.TINY_HPARAMS["schnet"]
+
+
+def test_build_model_validates_arguments():
+    with pytest.raises(ValueError, match="unknown representation 'mace'"):
+        build_model("mace", cutoff=5.0, elements=["Cu"])
+    with pytest.raises(ValueError, match="cutoff must be > 0"):
+        build_model("schnet", cutoff=0.0, elements=["Cu"])
+    with pytest.raises(ValueError, match="unknown element symbol 'Xx'"):
+        build_model("schnet", cutoff=5.0, elements=["Xx"])
+    with pytest.raises(ValueError, match="not in elements"):
+        build_model("schnet", cutoff=5.0, elements=["Cu"], e0={"Au": 1.0})
+
+
+def test_config_records_what_was_built():
+    model = build_model("schnet", cutoff=4.5, elements=["Au", 29], e0={"Cu": -3.0}, zbl=True, **TINY)
+    assert model.config["elements"] == [29, 79]
+    assert model.config["e0"] == {29: -3.0, 79: 0.0}
+    assert model.config["hparams"] == TINY
+    assert model.cutoff == 4.5 and model.elements == [29, 79]
+
+
+def test_unknown_element_in_potential():
+    model = build_model("schnet", cutoff=4.0, elements=["Cu"], **TINY)
+    data = AtomicData.from_atoms(Atoms("CuAu", positions=[[0, 0, 0], [2.5, 0, 0]]), 4.0)
+    with pytest.raises(ValueError, match=r"unknown element\(s\) \['Au'\]"):
+        model(data)
+
+
+def test_zbl_is_repulsive_and_smooth():
+    model = build_model("schnet", cutoff=4.0, elements=["Cu"], zbl=True, **TINY).double()
+    plain = build_model("schnet", cutoff=4.0, elements=["Cu"], **TINY).double()
+    plain.load_state_dict(model.state_dict())
+    energies = []
+    for distance in (0.5, 1.0, 2.0):
+        frames = [Atoms("Cu2", positions=[[0, 0, 0], [distance, 0, 0]])]
+        energies.append(testing.evaluate(model, frames)[0]["energy"] - testing.evaluate(plain, frames)[0]["energy"])
+    assert energies[0] > energies[1] > energies[2] > 0
+    assert energies[0] > 100  # Cu-Cu at 0.5 Å is far up the nuclear repulsion wall
+    testing.check_cutoff_continuity(model, symbols="CuCuCu")
+    testing.check_forces_fd(model, Atoms("Cu3", positions=[[0, 0, 0], [1.1, 0.2, 0], [0.3, 1.4, 0.1]]))
+
+
+def test_training_mode_keeps_graph_for_force_loss():
+    model = build_model("schnet", cutoff=4.0, elements=["Cu"], **TINY)
+    frames = [Atoms("Cu3", positions=[[0, 0, 0], [2.1, 0.2, 0], [0.3, 2.4, 0.1]])]
+    batch = Batch.from_data_list([AtomicData.from_atoms(a, 4.0) for a in frames])
+    model.train()
+    out = model(batch)
+    assert out["forces"].requires_grad
+    out["forces"].pow(2).sum().backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    model.eval()
+    assert not model(batch)["forces"].requires_grad
+
+
+def test_stress_of_non_periodic_frame_in_mixed_batch_is_zero():
+    model = build_model("schnet", cutoff=4.0, elements=["Cu"], **TINY).double()
+    from ase.build import bulk
+
+    molecule = Atoms("Cu3", positions=[[0, 0, 0], [2.1, 0.2, 0], [0.3, 2.4, 0.1]])
+    data = [AtomicData.from_atoms(a, 4.0, dtype=torch.float64) for a in (molecule, bulk("Cu", "fcc", a=3.6))]
+    out = model(Batch.from_data_list(data))
+    assert np.allclose(out["stress"][0].detach().numpy(), 0.0)
+    assert np.abs(out["stress"][1].detach().numpy()).max() > 0
