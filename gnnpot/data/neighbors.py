@@ -68,12 +68,12 @@ def _check_cell(cell: np.ndarray, pbc: np.ndarray) -> None:
     lengths = np.linalg.norm(cell, axis=1)
     if (lengths[pbc] < 1e-8).any():
         raise ValueError(f"periodic lattice vector has zero length: cell={cell.tolist()}, pbc={pbc.tolist()}")
-    if pbc.all() and abs(np.linalg.det(cell)) < _MIN_VOLUME:
+    if pbc.all() and not abs(np.linalg.det(cell)) >= _MIN_VOLUME:
         raise ValueError(f"periodic cell has zero volume: cell={cell.tolist()}")
 
 
 def _complete_cell(cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
-    """Replace zero-length non-periodic lattice vectors (a slab with no vacuum cell vector).
+    """Replace zero-length (or degenerate) non-periodic lattice vectors, e.g. a slab with no third vector.
 
     vesin needs an invertible box even along non-periodic directions, where only its
     orientation matters for the cell-list binning. A missing vector is replaced by a unit
@@ -81,6 +81,9 @@ def _complete_cell(cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
     """
     cell = cell.copy()
     missing = np.linalg.norm(cell, axis=1) < 1e-8
+    if not missing.any() and not abs(np.linalg.det(cell)) >= _MIN_VOLUME:
+        # A non-periodic vector lies in the periodic plane: replace it like a missing one.
+        missing = ~pbc
     for axis in np.flatnonzero(missing):
         others = [cell[k] for k in range(3) if k != axis and not missing[k]]
         if len(others) == 2:
@@ -96,8 +99,13 @@ def _complete_cell(cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
                 for other in others:
                     unit = other / np.linalg.norm(other)
                     vec = vec - vec @ unit * unit
-        cell[axis] = vec / np.linalg.norm(vec)
+        norm = np.linalg.norm(vec)
+        if norm < 1e-8:
+            raise ValueError(
+                f"periodic lattice vectors are parallel (zero area): cell={cell.tolist()}, pbc={pbc.tolist()}"
+            )
+        cell[axis] = vec / norm
         missing[axis] = False
-    if abs(np.linalg.det(cell)) < _MIN_VOLUME:
+    if not abs(np.linalg.det(cell)) >= _MIN_VOLUME:
         raise ValueError(f"periodic cell has zero volume: cell={cell.tolist()}, pbc={pbc.tolist()}")
     return cell
