@@ -1,0 +1,419 @@
+"""Read labelled structures from files, check them, write them, and turn them into graphs.
+
+Every reader returns :class:`Frames`: ``ase.Atoms`` whose labels sit on a
+``SinglePointCalculator`` under the standard names ``energy`` (eV), ``forces`` (eV/Å) and
+``stress`` (eV/Å³, ASE sign), whatever the file called them and whatever unit it used. The
+``Frames`` carry the source path, each frame's index in that file and the units
+(:data:`gnnpot.keys.UNITS`).
+
+Supported inputs:
+    * anything ``ase.io.read`` reads (extxyz first): labels are looked up in the calculator
+      results, then ``atoms.info``, then ``atoms.arrays``, under the names of ``key_map``;
+    * ASE databases (``.db``): calculator results, then key-value pairs, then ``row.data``;
+    * MD17 and rMD17 ``.npz`` (``z, R, E, F`` or ``nuclear_charges, coords, energies, forces``),
+      converted from kcal/mol to eV.
+
+Bad input raises :class:`DataError` naming the file and the frame; no frame is ever dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, overload
+
+import ase.db
+import ase.io
+import numpy as np
+from ase import Atoms, units
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from gnnpot import keys
+from gnnpot.data.atomic_data import MIN_DISTANCE, AtomicData, DataError
+from gnnpot.data.neighbors import neighbor_list_arrays
+
+# Label names a key map may redirect. ``virial`` (eV, -V * stress) is read only when no stress is.
+LABEL_NAMES = (keys.ENERGY, keys.FORCES, keys.STRESS, "virial")
+DEFAULT_REQUIRE = (keys.ENERGY, keys.FORCES)
+# Radius of the neighbour search for overlapping atoms, Å. Larger than MIN_DISTANCE because
+# vesin's cell list has bins of the cutoff's size, which at 0.1 Å would be millions of bins.
+_CLOSE_CONTACT_RADIUS = 1.0
+
+# kcal/mol -> eV, and the label keys of the two MD17 npz layouts.
+KCAL_MOL = units.kcal / units.mol
+_MD17_KEYS = {
+    "rmd17": ("nuclear_charges", "coords", "energies", "forces"),
+    "md17": ("z", "R", "E", "F"),
+}
+_NPZ_ENERGY_UNITS = {"kcal/mol": KCAL_MOL, "ev": 1.0}
+
+Index = int | str | slice | Sequence[int]
+
+
+@dataclass
+class Frames(Sequence[Atoms]):
+    """Labelled structures read from one file, in eV and Å.
+
+    Attributes:
+        atoms: the structures; labels on ``atoms.calc`` (see :func:`frame_labels`).
+        source: the file they came from (used in error messages).
+        frame_ids: index of each structure in ``source``.
+        units: units of positions and labels, :data:`gnnpot.keys.UNITS`.
+    """
+
+    atoms: list[Atoms]
+    source: str = "<memory>"
+    frame_ids: list[int] = field(default_factory=list)
+    units: dict[str, str] = field(default_factory=lambda: dict(keys.UNITS))
+
+    def __post_init__(self) -> None:
+        if not self.frame_ids:
+            self.frame_ids = list(range(len(self.atoms)))
+        if len(self.frame_ids) != len(self.atoms):
+            raise ValueError(f"{len(self.atoms)} frames but {len(self.frame_ids)} frame ids")
+
+    def __len__(self) -> int:
+        return len(self.atoms)
+
+    @overload
+    def __getitem__(self, index: int) -> Atoms: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Frames: ...
+
+    def __getitem__(self, index: int | slice) -> Atoms | Frames:
+        if isinstance(index, slice):
+            return self.select(range(len(self))[index])
+        return self.atoms[index]
+
+    def __iter__(self) -> Iterator[Atoms]:
+        return iter(self.atoms)
+
+    def select(self, positions: Sequence[int]) -> Frames:
+        """The frames at ``positions`` (positions in this list, not source frame ids)."""
+        positions = [int(p) for p in positions]
+        return Frames(
+            [self.atoms[p] for p in positions],
+            self.source,
+            [self.frame_ids[p] for p in positions],
+            dict(self.units),
+        )
+
+    def where(self, position: int) -> str:
+        """``"file, frame k"`` for error messages."""
+        return f"{self.source}, frame {self.frame_ids[position]}"
+
+    def __repr__(self) -> str:
+        return f"Frames(source={self.source!r}, num_frames={len(self)}, units={self.units})"
+
+
+def read_frames(
+    path: str | Path,
+    index: Index = ":",
+    key_map: Mapping[str, str] | None = None,
+    require: Sequence[str] = DEFAULT_REQUIRE,
+    format: str | None = None,
+) -> Frames:
+    """Read labelled structures, convert them to eV/Å and check them.
+
+    Args:
+        path: an extxyz (or any ``ase.io`` format), ASE ``.db`` or MD17/rMD17 ``.npz`` file.
+        index: which frames: an int, a slice string (``":"``, ``"10:20"``, ``"::2"``), a
+            ``slice`` or a list of frame indices. Frame ids stay those of the file.
+        key_map: where each label is stored, e.g. ``{"energy": "REF_energy", "forces":
+            "DFT_forces"}``; names not given are looked up under their own name. Keys may be
+            ``energy``, ``forces``, ``stress`` and ``virial`` (``stress = -virial / volume``).
+        require: labels every frame must have, default energy and forces. A one-atom frame
+            without forces gets zero forces, which translation invariance makes exact.
+        format: ``ase.io`` format name, guessed from the file when ``None``.
+
+    Returns:
+        The frames, labels on a ``SinglePointCalculator`` under the standard names.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        DataError: an empty or unparsable file, a missing required label, NaN or inf,
+            atoms closer than :data:`~gnnpot.data.atomic_data.MIN_DISTANCE`, or a periodic cell
+            with zero volume; the message names the file and frame.
+    """
+    path = Path(path)
+    key_map = _check_key_map(key_map)
+    for name in require:
+        if name not in (keys.ENERGY, keys.FORCES, keys.STRESS):
+            raise ValueError(f"require must name energy, forces or stress, got {name!r}")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: empty file, no frames")
+    source = str(path)
+    if path.suffix == ".npz" and format is None:
+        atoms_list = _read_npz(path)
+    elif path.suffix == ".db" and format is None:
+        atoms_list = _read_db(path)
+    else:
+        atoms_list = _read_ase(path, format)
+    if not atoms_list:
+        raise DataError(f"{source}: no frames found")
+    ids = _select(index, len(atoms_list), source)
+    frames = []
+    for frame_id in ids:
+        atoms = atoms_list[frame_id]
+        where = f"{source}, frame {frame_id}"
+        labels = _extract_labels(atoms, key_map, require, where)
+        check_atoms(atoms, labels, where)
+        for name in keys.LABEL_KEYS:  # labels live on the calculator only, so writing is unambiguous
+            atoms.info.pop(name, None)
+            if name in atoms.arrays:
+                del atoms.arrays[name]
+        atoms.calc = SinglePointCalculator(atoms, **labels)
+        frames.append(atoms)
+    return Frames(frames, source, ids)
+
+
+def write_frames(path: str | Path, frames: Sequence[Atoms]) -> None:
+    """Write structures and their calculator labels as extended XYZ."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ase.io.write(path, list(frames), format="extxyz")
+
+
+def frame_labels(atoms: Atoms) -> dict[str, Any]:
+    """The ``energy``, ``forces`` and ``stress`` of a frame read by :func:`read_frames`.
+
+    Labels are the calculator results; a label the frame lacks is not in the dict.
+    """
+    results = atoms.calc.results if atoms.calc is not None else {}
+    return {name: results[name] for name in keys.LABEL_KEYS if results.get(name) is not None}
+
+
+def build_graphs(frames: Sequence[Atoms], cutoff: float, source: str | None = None) -> list[AtomicData]:
+    """Radius graphs of labelled frames, ready for batching.
+
+    Every graph carries all three labels; one a frame lacks is NaN with loss weight 0.
+
+    Args:
+        frames: :class:`Frames` (their source and frame ids are kept) or a list of ``Atoms``
+            labelled through their calculator.
+        cutoff: neighbour-list radius, Å.
+        source: file name for error messages; defaults to ``frames.source``.
+
+    Raises:
+        ValueError: ``cutoff`` is not a finite number > 0.
+        DataError: a frame is invalid (named by file and frame).
+    """
+    cutoff = float(cutoff)
+    if not np.isfinite(cutoff) or cutoff <= 0.0:
+        raise ValueError(f"cutoff must be a finite number > 0, got {cutoff!r}")
+    if isinstance(frames, Frames):
+        source = source or frames.source
+        frame_ids = frames.frame_ids
+    else:
+        frame_ids = list(range(len(frames)))
+    source = source or "<atoms>"
+    return [
+        AtomicData.from_atoms(atoms, cutoff, labels=frame_labels(atoms), source=source, frame_id=frame_id)
+        for atoms, frame_id in zip(frames, frame_ids, strict=True)
+    ]
+
+
+def check_atoms(atoms: Atoms, labels: Mapping[str, Any], where: str) -> None:
+    """Raise :class:`DataError` on NaN/inf, overlapping atoms or a degenerate periodic cell.
+
+    Args:
+        atoms: the structure.
+        labels: its labels in standard names (``energy``, ``forces``, ``stress``).
+        where: ``"file, frame k"`` for the message.
+    """
+    pos = np.asarray(atoms.positions, dtype=np.float64)
+    finite = np.isfinite(pos).all(axis=1)
+    if not finite.all():
+        raise DataError(f"{where}: positions of atoms {np.flatnonzero(~finite).tolist()} are NaN or inf")
+    if atoms.pbc.any() and not np.isfinite(atoms.cell.array).all():
+        raise DataError(f"{where}: cell has NaN or inf entries")
+    for name, value in labels.items():
+        if not np.isfinite(np.asarray(value, dtype=np.float64)).all():
+            raise DataError(f"{where}: {name} label contains NaN or inf")
+    forces = labels.get(keys.FORCES)
+    if forces is not None and np.shape(forces) != (len(atoms), 3):
+        raise DataError(f"{where}: forces have shape {np.shape(forces)}, expected ({len(atoms)}, 3)")
+    try:
+        i, j, shifts = neighbor_list_arrays(pos, atoms.cell.array, atoms.pbc, _CLOSE_CONTACT_RADIUS)
+    except ValueError as err:
+        raise DataError(f"{where}: {err}") from err
+    dist = np.linalg.norm(pos[j] - pos[i] + shifts @ atoms.cell.array, axis=1)
+    if len(dist) and dist.min() < MIN_DISTANCE:
+        k = int(np.argmin(dist))
+        raise DataError(
+            f"{where}: atoms {i[k]} and {j[k]} are {dist[k]:.4f} Å apart (minimum {MIN_DISTANCE} Å); overlapping atoms"
+        )
+
+
+def read_index_file(path: str | Path) -> list[int]:
+    """Frame indices from a JSON list or a text file of whitespace-separated integers."""
+    path = Path(path)
+    text = path.read_text()
+    try:
+        values = json.loads(text) if path.suffix == ".json" else [int(tok) for tok in text.split()]
+        indices = [int(v) for v in values]
+    except (ValueError, TypeError) as err:
+        raise DataError(f"{path}: expected a list of integer frame indices ({err})") from err
+    return indices
+
+
+# --- readers ------------------------------------------------------------------------------
+
+
+def _read_ase(path: Path, format: str | None) -> list[Atoms]:
+    frames: list[Atoms] = []
+    try:
+        for atoms in ase.io.iread(path, index=":", format=format):
+            frames.append(atoms)
+    except Exception as err:  # ase raises many types for a malformed file
+        raise DataError(f"{path}, frame {len(frames)}: cannot parse file ({type(err).__name__}: {err})") from err
+    return frames
+
+
+def _read_db(path: Path) -> list[Atoms]:
+    frames: list[Atoms] = []
+    try:
+        with ase.db.connect(path) as db:
+            for row in db.select():
+                atoms = row.toatoms()
+                atoms.info.update(row.key_value_pairs)
+                atoms.info.update(row.data)
+                frames.append(atoms)
+    except Exception as err:
+        raise DataError(f"{path}, frame {len(frames)}: cannot read ASE database ({type(err).__name__}: {err})") from err
+    return frames
+
+
+def _read_npz(path: Path) -> list[Atoms]:
+    """MD17 (``z, R, E, F``) or rMD17 (``nuclear_charges, coords, energies, forces``), kcal/mol."""
+    try:
+        npz = np.load(path)
+        found = set(npz.files)
+    except Exception as err:
+        raise DataError(f"{path}: cannot read npz file ({type(err).__name__}: {err})") from err
+    for layout in _MD17_KEYS.values():
+        if set(layout) <= found:
+            z_key, pos_key, energy_key, forces_key = layout
+            break
+    else:
+        raise DataError(
+            f"{path}: unknown npz layout with keys {sorted(found)}; expected rMD17 "
+            f"{list(_MD17_KEYS['rmd17'])} or MD17 {list(_MD17_KEYS['md17'])}"
+        )
+    unit = str(npz["e_unit"]).strip().lower() if "e_unit" in found else "kcal/mol"
+    if unit not in _NPZ_ENERGY_UNITS:
+        raise DataError(f"{path}: energy unit {unit!r} not understood (known: {sorted(_NPZ_ENERGY_UNITS)})")
+    to_ev = _NPZ_ENERGY_UNITS[unit]
+    numbers = np.asarray(npz[z_key], dtype=np.int64).reshape(-1)
+    coords = np.asarray(npz[pos_key], dtype=np.float64)
+    energies = np.asarray(npz[energy_key], dtype=np.float64).reshape(-1)
+    forces = np.asarray(npz[forces_key], dtype=np.float64)
+    shape = (len(coords), len(numbers), 3)
+    if coords.shape != shape or forces.shape != shape or energies.shape != (len(coords),):
+        raise DataError(
+            f"{path}: inconsistent shapes: {z_key} {numbers.shape}, {pos_key} {coords.shape}, "
+            f"{energy_key} {energies.shape}, {forces_key} {forces.shape}"
+        )
+    frames = []
+    for pos, energy, force in zip(coords, energies, forces, strict=True):
+        atoms = Atoms(numbers=numbers, positions=pos, pbc=False)
+        atoms.calc = SinglePointCalculator(atoms, energy=energy * to_ev, forces=force * to_ev)
+        frames.append(atoms)
+    return frames
+
+
+# --- labels and indices ---------------------------------------------------------------------
+
+
+def _check_key_map(key_map: Mapping[str, str] | None) -> dict[str, str]:
+    key_map = dict(key_map or {})
+    unknown = sorted(set(key_map) - set(LABEL_NAMES))
+    if unknown:
+        raise ValueError(f"key_map keys must be among {list(LABEL_NAMES)}, got {unknown}")
+    return key_map
+
+
+def _lookup(atoms: Atoms, key: str) -> Any:
+    """A label stored under ``key``: calculator results, then info, then per-atom arrays."""
+    if atoms.calc is not None and atoms.calc.results.get(key) is not None:
+        return atoms.calc.results[key]
+    if atoms.info.get(key) is not None:
+        return atoms.info[key]
+    return atoms.arrays.get(key)
+
+
+def _extract_labels(atoms: Atoms, key_map: Mapping[str, str], require: Sequence[str], where: str) -> dict[str, Any]:
+    labels: dict[str, Any] = {}
+    for name in (keys.ENERGY, keys.FORCES, keys.STRESS):
+        value = _lookup(atoms, key_map.get(name, name))
+        if value is not None:
+            labels[name] = value
+    if keys.STRESS not in labels:
+        virial = _lookup(atoms, key_map.get("virial", "virial"))
+        if virial is not None:
+            labels[keys.STRESS] = _virial_to_stress(virial, atoms, where)
+    if keys.FORCES not in labels and len(atoms) == 1:
+        labels[keys.FORCES] = np.zeros((1, 3))
+    for name in require:
+        if name not in labels:
+            key = key_map.get(name, name)
+            raise DataError(f"{where}: no {name} label (looked for {key!r} in calculator results, info and arrays)")
+    try:
+        if keys.ENERGY in labels:
+            labels[keys.ENERGY] = float(np.asarray(labels[keys.ENERGY], dtype=np.float64).reshape(()))
+        if keys.FORCES in labels:
+            labels[keys.FORCES] = np.asarray(labels[keys.FORCES], dtype=np.float64)
+        if keys.STRESS in labels:
+            labels[keys.STRESS] = _stress_matrix(labels[keys.STRESS])
+    except (ValueError, TypeError) as err:
+        raise DataError(f"{where}: malformed label ({err})") from err
+    return labels
+
+
+def _stress_matrix(value: Any) -> np.ndarray:
+    """A 3x3 stress from a 3x3, 9-vector or ASE Voigt 6-vector (xx, yy, zz, yz, xz, xy)."""
+    array = np.asarray(value, dtype=np.float64)
+    if array.size == 9:
+        return array.reshape(3, 3)
+    if array.size == 6:
+        xx, yy, zz, yz, xz, xy = array.reshape(6)
+        return np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
+    raise ValueError(f"stress has shape {array.shape}, expected (3, 3), (9,) or Voigt (6,)")
+
+
+def _virial_to_stress(virial: Any, atoms: Atoms, where: str) -> np.ndarray:
+    if not atoms.pbc.all():
+        raise DataError(f"{where}: a virial label needs a periodic cell to convert to stress")
+    try:
+        matrix = _stress_matrix(virial)
+    except ValueError as err:
+        raise DataError(f"{where}: virial: {err}") from err
+    return -matrix / atoms.get_volume()
+
+
+def _select(index: Index, num_frames: int, source: str) -> list[int]:
+    """Frame ids picked by ``index`` out of ``num_frames``."""
+    if isinstance(index, str):
+        text = index.strip()
+        if ":" in text:
+            parts = [int(p) if p.strip() else None for p in text.split(":")]
+            if len(parts) > 3:
+                raise ValueError(f"index {index!r} is not a slice")
+            index = slice(*parts)
+        else:
+            index = int(text)
+    if isinstance(index, slice):
+        return list(range(num_frames)[index])
+    picked = [index] if isinstance(index, int | np.integer) else list(index)
+    ids = []
+    for k in picked:
+        k = int(k)
+        if not -num_frames <= k < num_frames:
+            raise DataError(f"{source}: frame {k} requested, but the file has {num_frames} frames")
+        ids.append(k % num_frames)
+    return ids
