@@ -1,0 +1,165 @@
+"""The ``gnnpot`` command line.
+
+::
+
+    gnnpot data generate [--out FILE] [--seed N] [--num-frames N]
+    gnnpot data stats FILE [--json] [--cutoff R] [--key-map MAP] [--index I]
+                           [--isolated-atoms FILE] [--e0 {auto,isolated,lstsq}]
+
+:func:`main` dispatches on the first word. ``data`` is handled here with argparse. The
+training commands (``fit``, ``validate``, ``test``, ``predict``) belong to a LightningCLI
+subclass, to be plugged in at :func:`_training_main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from gnnpot.data.atomic_data import DataError
+from gnnpot.data.io import LABEL_NAMES, read_frames, write_frames
+
+DEFAULT_DATASET = "data/emt_cuau.xyz"
+TRAINING_COMMANDS = ("fit", "validate", "test", "predict")
+
+USAGE = """usage: gnnpot <command> ...
+
+commands:
+  data generate   write the embedded EMT Cu-Au dataset (no network)
+  data stats      frames, elements, E0, energy and force scales, neighbours of a dataset
+  fit, validate, test, predict
+                  training commands (LightningCLI; not implemented yet)
+
+Run `gnnpot data -h` for details."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``gnnpot`` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command in COMMANDS:
+        return COMMANDS[command](rest)
+    if command in TRAINING_COMMANDS:
+        return _training_main(argv)
+    print(f"{USAGE}\n\ngnnpot: error: unknown command {command!r}", file=sys.stderr)
+    return 2
+
+
+def _training_main(argv: list[str]) -> int:
+    """Dispatch point for ``fit|validate|test|predict``: hand ``argv`` to the LightningCLI subclass."""
+    print(f"gnnpot {argv[0]}: training commands are not implemented yet", file=sys.stderr)
+    return 2
+
+
+# --- gnnpot data ------------------------------------------------------------------------------
+
+
+def data_main(argv: Sequence[str]) -> int:
+    """``gnnpot data {generate,stats}``."""
+    parser = _data_parser()
+    args = parser.parse_args(list(argv))
+    try:
+        return args.run(args)
+    except (DataError, FileNotFoundError, ValueError) as err:
+        print(f"gnnpot data {args.subcommand}: error: {err}", file=sys.stderr)
+        return 1
+
+
+def _data_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gnnpot data", description="Datasets: generate and inspect.")
+    sub = parser.add_subparsers(dest="subcommand", required=True)
+
+    generate = sub.add_parser(
+        "generate",
+        help="write the embedded EMT Cu-Au dataset",
+        description="Generate the default dataset: fcc Cu-Au bulk, vacancies, strained cells and a "
+        "(111) slab, sampled by Langevin MD and labelled by ASE's EMT (energy, forces, stress).",
+    )
+    generate.add_argument("--out", default=DEFAULT_DATASET, help=f"extxyz file to write (default {DEFAULT_DATASET})")
+    generate.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    generate.add_argument("--num-frames", type=int, default=1000, help="number of frames (default 1000)")
+    generate.set_defaults(run=_generate)
+
+    stats = sub.add_parser(
+        "stats",
+        help="statistics of a dataset",
+        description="Frames, elements, per-element E0, per-atom energy std after E0, force RMS and "
+        "mean neighbour count, in eV and Å.",
+    )
+    stats.add_argument("file", help="extxyz (or any ase.io format), ASE .db or MD17/rMD17 .npz")
+    stats.add_argument("--json", action="store_true", help="print JSON")
+    stats.add_argument("--cutoff", type=float, default=5.0, help="neighbour radius, Å (default 5.0)")
+    stats.add_argument(
+        "--key-map",
+        type=_parse_key_map,
+        default=None,
+        help="label names in the file: 'energy=REF_energy,forces=DFT_forces' or a JSON object",
+    )
+    stats.add_argument("--index", default=":", help="frames to use, e.g. ':' or '0:100' (default ':')")
+    stats.add_argument("--isolated-atoms", default=None, help="extra file of isolated-atom frames for E0")
+    stats.add_argument(
+        "--e0",
+        choices=("auto", "isolated", "lstsq"),
+        default="auto",
+        help="E0 from isolated atoms, least squares, or isolated when they cover every element (default)",
+    )
+    stats.set_defaults(run=_stats)
+    return parser
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from gnnpot.data.generate import generate_emt_dataset
+
+    start = time.perf_counter()
+    frames = generate_emt_dataset(num_frames=args.num_frames, seed=args.seed)
+    write_frames(args.out, frames)
+    seconds = time.perf_counter() - start
+    size = Path(args.out).stat().st_size
+    print(f"wrote {len(frames)} frames ({size / 2**20:.2f} MiB) to {args.out} in {seconds:.1f} s")
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from gnnpot.data.stats import dataset_stats, format_stats
+
+    frames = read_frames(args.file, index=args.index, key_map=args.key_map, require=("energy",))
+    data = list(frames)
+    if args.isolated_atoms:
+        data += list(read_frames(args.isolated_atoms, key_map=args.key_map, require=("energy",)))
+    stats = {"source": frames.source, "isolated_atoms_file": args.isolated_atoms}
+    stats.update(dataset_stats(data, cutoff=args.cutoff, e0_method=args.e0))
+    if args.json:
+        print(json.dumps(stats, indent=2, ensure_ascii=False))
+        for warning in stats["warnings"]:
+            print(f"WARNING: {warning}", file=sys.stderr)
+    else:
+        print(f"source            {frames.source}")
+        print(format_stats(stats))
+    return 0
+
+
+def _parse_key_map(text: str) -> dict[str, str]:
+    """``'energy=REF_energy,forces=DFT_forces'`` or a JSON object to a dict."""
+    text = text.strip()
+    if text.startswith("{"):
+        mapping = json.loads(text)
+    else:
+        pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+        if any(len(pair) != 2 for pair in pairs):
+            raise argparse.ArgumentTypeError(f"expected name=key pairs separated by commas, got {text!r}")
+        mapping = {name.strip(): key.strip() for name, key in pairs}
+    unknown = sorted(set(mapping) - set(LABEL_NAMES))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"key map names must be among {list(LABEL_NAMES)}, got {unknown}")
+    return mapping
+
+
+# First word -> handler. Training commands are routed by _training_main.
+COMMANDS: dict[str, Callable[[list[str]], int]] = {"data": data_main}
