@@ -5,6 +5,7 @@
     gnnpot data generate [--out FILE] [--seed N] [--num-frames N]
     gnnpot data stats FILE [--json] [--cutoff R] [--key-map MAP] [--index I]
                            [--isolated-atoms FILE] [--e0 {auto,isolated,lstsq}]
+    gnnpot data download rmd17 [--out DIR] [--molecules M ...] [--url URL] [--sha256 HEX]
 
 :func:`main` dispatches on the first word. ``data`` is handled here with argparse. The
 training commands (``fit``, ``validate``, ``test``, ``predict``) belong to a LightningCLI
@@ -31,6 +32,7 @@ USAGE = """usage: gnnpot <command> ...
 commands:
   data generate   write the embedded EMT Cu-Au dataset (no network)
   data stats      frames, elements, E0, energy and force scales, neighbours of a dataset
+  data download   fetch a reference dataset (rMD17) and write its official splits
   fit, validate, test, predict
                   training commands (LightningCLI; not implemented yet)
 
@@ -67,7 +69,7 @@ def data_main(argv: Sequence[str]) -> int:
     args = parser.parse_args(list(argv))
     try:
         return args.run(args)
-    except (DataError, FileNotFoundError, ValueError) as err:
+    except (DataError, OSError, ValueError) as err:
         print(f"gnnpot data {args.subcommand}: error: {err}", file=sys.stderr)
         return 1
 
@@ -111,7 +113,35 @@ def _data_parser() -> argparse.ArgumentParser:
         help="E0 from isolated atoms, least squares, or isolated when they cover every element (default)",
     )
     stats.set_defaults(run=_stats)
+
+    download = sub.add_parser(
+        "download",
+        help="fetch rMD17 and write its official splits",
+        description="Download the rMD17 archive and write rmd17_<molecule>_<train|test>_0N.npz.",
+    )
+    download.add_argument("dataset", choices=("rmd17",), help="dataset to fetch")
+    download.add_argument("--out", default="data/rmd17", help="folder to write (default data/rmd17)")
+    download.add_argument("--molecules", nargs="+", default=None, help="molecules (default: all ten)")
+    download.add_argument("--splits", nargs="+", type=int, default=[1], help="official split numbers (default 1)")
+    download.add_argument("--url", default=None, help="archive URL (https:// or file://) instead of figshare")
+    download.add_argument("--sha256", default=None, help="expected sha256 of the archive")
+    download.set_defaults(run=_download)
     return parser
+
+
+def _download(args: argparse.Namespace) -> int:
+    from gnnpot.data.download import RMD17_MOLECULES, RMD17_URL, download_rmd17
+
+    written = download_rmd17(
+        args.out,
+        molecules=args.molecules or RMD17_MOLECULES,
+        splits=args.splits,
+        url=args.url or RMD17_URL,
+        sha256=args.sha256,
+    )
+    for path in written:
+        print(path)
+    return 0
 
 
 def _generate(args: argparse.Namespace) -> int:
