@@ -1,0 +1,365 @@
+"""``PotentialModule``: the LightningModule that trains a :class:`~gnnpot.models.ForceField`.
+
+The model is built inside the module from plain data (family name, hyperparameters, cutoff,
+elements), so ``save_hyperparameters`` records everything needed to rebuild it. Statistics that
+depend on the data are resolved in :meth:`PotentialModule.setup` from the **training split only**
+and written back into the hyperparameters as numbers: a checkpoint therefore rebuilds the same
+model without the data.
+
+* ``elements``: ``None`` takes the elements of the training split.
+* ``e0``: ``"auto"``, ``"lstsq"`` or ``"isolated"`` (see :func:`gnnpot.data.stats.fit_e0`; the
+  isolated atoms come from ``isolated_atoms_file`` or from the training split), or
+  ``{symbol: eV}``.
+* ``scale``: ``"forces_rms"`` (eV/Å, NequIP's choice), ``"energy_std"`` (per-atom energy std after
+  E0) or a number in eV.
+* ``avg_num_neighbors`` of families that take it (NequIP): from the training graphs unless
+  ``representation_hparams`` gives a number (or ``null`` for none).
+
+Validation, testing and the saved weights use the exponential moving average of the weights
+(``ema_decay``; ``null`` turns it off). Forces need autograd in validation and testing, so the
+trainer must run with ``inference_mode=False`` (the CLI sets it).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import torch
+from ase.data import chemical_symbols
+from torch import Tensor
+from torch_geometric.data import Batch
+from torchmetrics import MeanMetric
+
+from gnnpot import keys
+from gnnpot.data.io import read_frames
+from gnnpot.data.stats import fit_e0, force_rms, mean_num_neighbors, per_atom_energy_std
+from gnnpot.models import ForceField, build_model, to_atomic_numbers
+from gnnpot.representations import REGISTRY
+from gnnpot.training.ema import EMA
+from gnnpot.training.loss import LossKind, PotentialLoss
+from gnnpot.training.metrics import PotentialMetrics
+
+STAGES = ("train", "val", "test")
+E0_METHODS = ("auto", "lstsq", "isolated")
+SCALE_METHODS = ("forces_rms", "energy_std")
+
+
+class PotentialModule(L.LightningModule):
+    """Train, validate and test a potential on energies, forces and stress.
+
+    Args:
+        representation: family name in :data:`gnnpot.REGISTRY` (``schnet``, ``dimenet``, ``painn``, ``nequip``).
+        representation_hparams: the family's hyperparameters (``num_features``, ``num_interactions``, ...).
+        cutoff: neighbour radius, Å (the CLI links it to ``data.cutoff``).
+        elements: element symbols or atomic numbers; ``None`` infers them from the training split.
+        zbl: add the ZBL short-range repulsion prior.
+        e0: per-element reference energies: a method (``auto``, ``lstsq``, ``isolated``) or ``{symbol: eV}``.
+        isolated_atoms_file: structures with isolated-atom energies for ``e0`` (e.g. ``isolated_atoms.xyz``).
+        scale: energy scale of the readout: ``forces_rms``, ``energy_std`` or a number (eV).
+        loss: ``mse`` or ``huber``.
+        huber_delta: Huber threshold in the unit of each term.
+        energy_weight: weight of the per-atom energy term; see :mod:`gnnpot.training.loss` for the defaults.
+        forces_weight: weight of the force term.
+        stress_weight: weight of the stress term.
+        optimizer: ``adam`` or ``adamw``.
+        lr: peak learning rate.
+        weight_decay: weight decay (decoupled for ``adamw``).
+        amsgrad: use the AMSGrad variant.
+        scheduler: ``plateau`` (ReduceLROnPlateau on ``monitor``), ``cosine`` (to ``min_lr`` over the
+            run's optimizer steps) or ``none``.
+        lr_factor: factor of each plateau reduction.
+        lr_patience: epochs without improvement of ``monitor`` before a reduction.
+        min_lr: the learning rate never goes below this.
+        warmup_steps: linear warm-up over this many optimizer steps (any scheduler).
+        monitor: metric the plateau scheduler watches.
+        ema_decay: decay of the weight average used for validation, testing and saving; ``None`` for none.
+    """
+
+    def __init__(
+        self,
+        representation: str = "painn",
+        representation_hparams: dict[str, Any] | None = None,
+        cutoff: float = 5.0,
+        elements: list[str | int] | None = None,
+        zbl: bool = False,
+        e0: str | dict[str, float] = "auto",
+        isolated_atoms_file: str | None = None,
+        scale: str | float = "forces_rms",
+        loss: LossKind = "mse",
+        huber_delta: float = 0.01,
+        energy_weight: float = 1.0,
+        forces_weight: float = 100.0,
+        stress_weight: float = 100.0,
+        optimizer: Literal["adam", "adamw"] = "adam",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+        scheduler: Literal["plateau", "cosine", "none"] = "plateau",
+        lr_factor: float = 0.8,
+        lr_patience: int = 10,
+        min_lr: float = 1e-6,
+        warmup_steps: int = 0,
+        monitor: str = "val/loss",
+        ema_decay: float | None = 0.99,
+    ) -> None:
+        super().__init__()
+        if representation not in REGISTRY:
+            raise ValueError(f"unknown representation {representation!r}; choose from {sorted(REGISTRY)}")
+        if isinstance(e0, str) and e0 not in E0_METHODS:
+            raise ValueError(f"e0 must be one of {E0_METHODS} or {{symbol: eV}}, got {e0!r}")
+        if isinstance(scale, str) and scale not in SCALE_METHODS:
+            raise ValueError(f"scale must be one of {SCALE_METHODS} or a number, got {scale!r}")
+        if optimizer not in ("adam", "adamw"):
+            raise ValueError(f"optimizer must be 'adam' or 'adamw', got {optimizer!r}")
+        if scheduler not in ("plateau", "cosine", "none"):
+            raise ValueError(f"scheduler must be 'plateau', 'cosine' or 'none', got {scheduler!r}")
+        if not lr > 0:
+            raise ValueError(f"lr must be > 0, got {lr!r}")
+        if warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps!r}")
+        self.save_hyperparameters()
+        self.hparams["representation_hparams"] = dict(representation_hparams or {})
+        if elements is not None:
+            self.hparams["elements"] = [chemical_symbols[z] for z in to_atomic_numbers(elements)]
+        self.loss_fn = PotentialLoss(energy_weight, forces_weight, stress_weight, kind=loss, huber_delta=huber_delta)
+        # "train" is an nn.Module method, so the keys carry a suffix.
+        self.metrics = torch.nn.ModuleDict({f"{stage}_errors": PotentialMetrics() for stage in STAGES})
+        self.losses = torch.nn.ModuleDict({f"{stage}_loss": MeanMetric() for stage in STAGES})
+        self.model: ForceField | None = None
+        self.ema: EMA | None = None
+        self.predictions: dict[str, list[np.ndarray]] | None = None  # filled by test_step when set to {}
+        if self.statistics_resolved:
+            self.build()
+
+    # --- the model ---------------------------------------------------------------------------
+
+    @property
+    def statistics_resolved(self) -> bool:
+        """True when elements, E0, scale and the family's neighbour count are numbers, not methods."""
+        hp = self.hparams
+        return (
+            hp.elements is not None
+            and isinstance(hp.e0, Mapping)
+            and not isinstance(hp.scale, str)
+            and not (_takes_avg_num_neighbors(hp.representation) and _needs_neighbors(hp.representation_hparams))
+        )
+
+    def build(self) -> None:
+        """Build the model (and its EMA copy) from the resolved hyperparameters."""
+        hp = self.hparams
+        self.model = build_model(
+            hp.representation,
+            cutoff=hp.cutoff,
+            elements=hp.elements,
+            e0=hp.e0,
+            scale=float(hp.scale),
+            zbl=hp.zbl,
+            **hp.representation_hparams,
+        )
+        self.ema = EMA(self.model, hp.ema_decay) if hp.ema_decay is not None else None
+
+    @property
+    def inference_model(self) -> ForceField:
+        """The weights used for validation, testing and export: the EMA when there is one."""
+        if self.model is None:
+            raise RuntimeError("the model is not built yet: call setup() with training data or give every statistic")
+        return self.ema.module if self.ema is not None else self.model
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        return self.inference_model(batch)
+
+    def resolve_statistics(self, train_data: Sequence[Any]) -> dict[str, Any]:
+        """Resolve elements, E0, scale and ``avg_num_neighbors`` from the training graphs (in place).
+
+        Returns the resolved values (also written to ``self.hparams`` and, once built, ``model.config``).
+        """
+        hp = self.hparams
+        if not train_data:
+            raise ValueError("statistics need training data, got an empty training split")
+        if hp.elements is None:
+            numbers = sorted({int(z) for data in train_data for z in data[keys.ATOMIC_NUMBERS].tolist()})
+            hp.elements = [chemical_symbols[z] for z in numbers]
+        numbers = to_atomic_numbers(hp.elements)
+        if isinstance(hp.e0, str):
+            extra = []
+            if hp.isolated_atoms_file:
+                extra = list(read_frames(hp.isolated_atoms_file, require=(keys.ENERGY,)))
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="no energy data")
+                e0 = fit_e0(list(train_data) + extra, numbers, method=hp.e0)
+            hp.e0 = {chemical_symbols[z]: float(value) for z, value in e0.items()}
+        if isinstance(hp.scale, str):
+            e0_numbers = {to_atomic_numbers([s])[0]: v for s, v in hp.e0.items()}
+            if hp.scale == "forces_rms":
+                try:
+                    hp.scale = force_rms(train_data)
+                except ValueError:  # no force labels: fall back on the energy spread
+                    hp.scale = per_atom_energy_std(train_data, e0_numbers)
+            else:
+                hp.scale = per_atom_energy_std(train_data, e0_numbers)
+            if not hp.scale > 0:
+                hp.scale = 1.0
+        if _takes_avg_num_neighbors(hp.representation) and _needs_neighbors(hp.representation_hparams):
+            hp.representation_hparams = {
+                **hp.representation_hparams,
+                "avg_num_neighbors": float(mean_num_neighbors(train_data)),
+            }
+        return {
+            "elements": hp.elements,
+            "e0": hp.e0,
+            "scale": hp.scale,
+            "avg_num_neighbors": hp.representation_hparams.get("avg_num_neighbors"),
+        }
+
+    # --- Lightning hooks -------------------------------------------------------------------
+
+    def setup(self, stage: str) -> None:
+        if self.model is not None or self.statistics_resolved:
+            return
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        train_data = getattr(datamodule, "train_data", None)
+        if train_data is None:
+            raise RuntimeError(
+                "PotentialModule resolves elements, e0 and scale from the datamodule's train_data "
+                "(AtomsDataModule); give them as numbers when training from plain dataloaders"
+            )
+        self.resolve_statistics(train_data)
+
+    def configure_model(self) -> None:
+        if self.model is None:
+            self.build()
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        out = self.model(batch)
+        losses = self.loss_fn(out, batch)
+        num_frames = int(batch[keys.NUM_ATOMS].numel())
+        self.metrics["train_errors"].update(out, batch)
+        self.losses["train_loss"].update(losses["loss"].detach(), num_frames)
+        self.log("train/loss_step", losses["loss"], prog_bar=True, batch_size=num_frames)
+        return losses["loss"]
+
+    def on_train_batch_end(self, outputs: Any, batch: Batch, batch_idx: int) -> None:
+        if self.ema is not None and self.trainer.global_step > int(self.ema.num_updates):
+            self.ema.update(self.model)
+
+    def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
+        """Linear warm-up of the learning rate (the cosine schedule has it built in)."""
+        steps = self.hparams.warmup_steps
+        if self.hparams.scheduler == "cosine" or steps <= 0 or self.trainer.global_step > steps:
+            return
+        factor = min(1.0, (self.trainer.global_step + 1) / steps)
+        for optimizer in self.trainer.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = group["initial_lr"] * factor
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        out = self._evaluate(batch, "test")
+        if self.predictions is not None:
+            _collect(self.predictions, out, batch)
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        cls = torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam
+        optimizer = cls(self.model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, amsgrad=hp.amsgrad)
+        for group in optimizer.param_groups:
+            group.setdefault("initial_lr", hp.lr)
+        if hp.scheduler == "plateau":
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="min", factor=hp.lr_factor, patience=hp.lr_patience, min_lr=hp.min_lr
+            )
+            config = {"scheduler": scheduler, "monitor": hp.monitor, "interval": "epoch", "strict": False}
+            return {"optimizer": optimizer, "lr_scheduler": config}
+        if hp.scheduler == "cosine":
+            total = self.trainer.estimated_stepping_batches
+            if not math.isfinite(total):
+                raise ValueError("the cosine schedule needs trainer.max_epochs or trainer.max_steps")
+            floor = hp.min_lr / hp.lr
+
+            def factor(step: int) -> float:
+                warm = min(1.0, (step + 1) / hp.warmup_steps) if hp.warmup_steps > 0 else 1.0
+                progress = min(1.0, step / max(1, total))
+                return warm * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {"optimizer": optimizer}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record units and the model config beside the weights (plain data only)."""
+        checkpoint["gnnpot"] = {
+            "units": dict(keys.UNITS),
+            "model_config": _plain(self.inference_model.config),
+            "ema": self.ema is not None,
+        }
+
+    # --- internals -----------------------------------------------------------------------------
+
+    def _evaluate(self, batch: Batch, stage: str) -> dict[str, Tensor]:
+        if torch.is_inference_mode_enabled():
+            raise RuntimeError("forces need autograd: run the Trainer with inference_mode=False")
+        out = self.inference_model(batch)
+        losses = self.loss_fn(out, batch)
+        self.metrics[f"{stage}_errors"].update(out, batch)
+        self.losses[f"{stage}_loss"].update(losses["loss"].detach(), int(batch[keys.NUM_ATOMS].numel()))
+        return out
+
+    def _log_epoch(self, stage: str) -> None:
+        values = self.metrics[f"{stage}_errors"].compute()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*was called before the ``update``")
+            loss = float(self.losses[f"{stage}_loss"].compute())
+        self.metrics[f"{stage}_errors"].reset()
+        self.losses[f"{stage}_loss"].reset()
+        shown = {"forces_mae", "energy_per_atom_mae"}
+        if math.isfinite(loss):
+            self.log(f"{stage}/loss", loss, prog_bar=stage == "val", sync_dist=False, rank_zero_only=False)
+        for name, value in values.items():
+            self.log(f"{stage}/{name}", value, prog_bar=stage == "val" and name in shown)
+
+
+def _takes_avg_num_neighbors(representation: str) -> bool:
+    return "avg_num_neighbors" in inspect.signature(REGISTRY[representation]).parameters
+
+
+def _needs_neighbors(hparams: Mapping[str, Any]) -> bool:
+    return hparams.get("avg_num_neighbors", "auto") == "auto"
+
+
+def _collect(store: dict[str, list[np.ndarray]], out: dict[str, Tensor], batch: Batch) -> None:
+    """Append per-atom energies and force components (predicted and reference) of labelled frames."""
+    natoms = batch[keys.NUM_ATOMS].to(out[keys.ENERGY].dtype)
+    mask = batch[keys.ENERGY_WEIGHT] > 0
+    store.setdefault("energy_pred", []).append((out[keys.ENERGY].detach() / natoms)[mask].cpu().double().numpy())
+    store.setdefault("energy_ref", []).append((batch[keys.ENERGY] / natoms)[mask].cpu().double().numpy())
+    atom_mask = (batch[keys.FORCES_WEIGHT] > 0)[batch[keys.BATCH]]
+    store.setdefault("forces_pred", []).append(out[keys.FORCES].detach()[atom_mask].reshape(-1).cpu().double().numpy())
+    store.setdefault("forces_ref", []).append(batch[keys.FORCES][atom_mask].reshape(-1).cpu().double().numpy())
+
+
+def _plain(value: Any) -> Any:
+    """Dicts/lists/numbers/strings only, with string keys (for ``torch.load(weights_only=True)`` and YAML)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

@@ -1,0 +1,179 @@
+"""PotentialModule: statistics from the training split, EMA evaluation, checkpoints, resuming, options."""
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch_geometric.data import Batch
+
+from gnnpot import keys
+from gnnpot.data import AtomsDataModule, fit_e0, force_rms, mean_num_neighbors
+from gnnpot.testing import TINY_HPARAMS
+from gnnpot.training import PotentialModule
+
+CUTOFF = 4.0
+
+
+def datamodule(emt_file, **kwargs):
+    options = dict(val_fraction=0.2, test_fraction=0.2, cutoff=CUTOFF, batch_size=4, seed=3)
+    options.update(kwargs)
+    return AtomsDataModule(emt_file, **options)
+
+
+def tiny(name="painn", **kwargs):
+    return PotentialModule(name, dict(TINY_HPARAMS[name]), cutoff=CUTOFF, **kwargs)
+
+
+def test_statistics_come_from_the_training_split_only(tmp_path, emt_file, make_trainer):
+    dm = datamodule(emt_file)
+    module = tiny()
+    assert module.model is None and not module.statistics_resolved
+    trainer = make_trainer(tmp_path, max_epochs=1)
+    trainer.fit(module, dm)
+    hp = module.hparams
+    train = dm.train_data
+    expected = fit_e0(train, [29, 79])
+    assert hp.elements == ["Cu", "Au"] and module.statistics_resolved
+    assert hp.e0 == pytest.approx({"Cu": expected[29], "Au": expected[79]})
+    assert hp.scale == pytest.approx(force_rms(train))
+    everything = fit_e0(train + dm.val_data + dm.test_data, [29, 79])
+    assert hp.e0["Cu"] != pytest.approx(everything[29], abs=1e-9)
+    # The model carries the statistics: ScaleShift buffers and its config.
+    shift = module.model.potential.scale_shift
+    assert shift.shift.tolist() == pytest.approx([expected[29], expected[79]])
+    assert float(shift.scale) == pytest.approx(hp.scale)
+    assert module.model.config["e0"] == pytest.approx({29: expected[29], 79: expected[79]})
+    metrics = trainer.callback_metrics
+    for stage in ("train", "val"):
+        for name in ("loss", "energy_per_atom_mae", "energy_mae", "forces_mae", "forces_rmse", "stress_mae"):
+            assert torch.isfinite(metrics[f"{stage}/{name}"]), f"{stage}/{name}"
+
+
+def test_validation_uses_the_ema_and_needs_autograd(tmp_path, emt_file, make_trainer):
+    dm = datamodule(emt_file)
+    module = tiny(ema_decay=0.5)
+    trainer = make_trainer(tmp_path, max_epochs=1)
+    trainer.fit(module, dm)
+    assert module.inference_model is module.ema.module
+    assert int(module.ema.num_updates) == trainer.global_step > 0
+    batch = Batch.from_data_list(dm.val_data)
+    module.eval()
+    ema_out, raw_out = module.ema.module(batch), module.model(batch)
+    assert not torch.allclose(ema_out[keys.ENERGY], raw_out[keys.ENERGY])
+    (val,) = trainer.validate(module, dm, verbose=False)
+    err = (ema_out[keys.FORCES] - batch[keys.FORCES]).abs().mean() * 1000
+    assert val["val/forces_mae"] == pytest.approx(float(err), rel=1e-4)
+    with pytest.raises(RuntimeError, match="inference_mode=False"):
+        make_trainer(tmp_path, inference_mode=True).validate(module, dm, verbose=False)
+
+
+def test_checkpoint_is_plain_data_and_resumes(tmp_path, emt_file, make_trainer):
+    """fit 1 epoch, resume from last.ckpt to 2 epochs: the global step continues; the checkpoint
+    loads with weights_only=True and rebuilds the same model."""
+    dm = datamodule(emt_file)
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val/loss", save_last=True, filename="best")
+    trainer = make_trainer(tmp_path, max_epochs=1, callbacks=[ckpt], enable_checkpointing=True)
+    module = tiny()
+    trainer.fit(module, dm)
+    steps = trainer.global_step
+    last = tmp_path / "ckpt" / "last.ckpt"
+    assert last.exists() and (tmp_path / "ckpt" / "best.ckpt").exists()
+
+    checkpoint = torch.load(last, map_location="cpu", weights_only=True)
+    hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
+    assert hparams["elements"] == ["Cu", "Au"] and isinstance(hparams["scale"], float)
+    assert checkpoint["gnnpot"]["units"] == keys.UNITS
+    rebuilt = PotentialModule(**hparams)
+    assert rebuilt.model is not None  # every statistic is a number now: no data needed
+    rebuilt.load_state_dict(checkpoint["state_dict"], strict=True)
+    batch = Batch.from_data_list(dm.test_data)
+    module.eval(), rebuilt.eval()
+    assert torch.allclose(rebuilt(batch)[keys.ENERGY], module(batch)[keys.ENERGY], atol=1e-5)
+
+    resumed = make_trainer(tmp_path, max_epochs=2)
+    again = tiny()
+    resumed.fit(again, datamodule(emt_file), ckpt_path=str(last))
+    assert resumed.current_epoch == 2 and resumed.global_step == 2 * steps
+    assert int(again.ema.num_updates) == 2 * steps
+
+
+class Killed(Exception):
+    pass
+
+
+class Kill(L.Callback):
+    """Kills the run (an exception out of the training loop) after ``after`` optimizer steps."""
+
+    def __init__(self, after: int) -> None:
+        self.after = after
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step >= self.after:
+            raise Killed
+
+
+def test_run_killed_mid_epoch_resumes_and_finishes(tmp_path, emt_file, make_trainer):
+    dm = datamodule(emt_file)
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, every_n_train_steps=2)
+    trainer = make_trainer(tmp_path, max_epochs=2, callbacks=[ckpt, Kill(3)], enable_checkpointing=True)
+    with pytest.raises(Killed):
+        trainer.fit(tiny(), dm)
+    assert trainer.current_epoch == 0 and trainer.global_step == 3
+    saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)["global_step"]
+    assert saved == 2
+    resumed = make_trainer(tmp_path, max_epochs=2)
+    resumed.fit(tiny(), datamodule(emt_file), ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    per_epoch = len(resumed.train_dataloader)
+    assert resumed.current_epoch == 2 and resumed.global_step == 2 * per_epoch
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(loss="huber", optimizer="adamw", amsgrad=True, scheduler="cosine", warmup_steps=3, ema_decay=None),
+        dict(scheduler="plateau", warmup_steps=4, scale="energy_std", e0="lstsq", elements=["Au", "Cu", "Ag"]),
+    ],
+    ids=["huber-adamw-cosine", "plateau-warmup-energy_std"],
+)
+def test_options_train(tmp_path, emt_file, options, make_trainer):
+    module = tiny(**options)
+    trainer = make_trainer(tmp_path, max_epochs=2)
+    trainer.fit(module, datamodule(emt_file))
+    assert np.isfinite(float(trainer.callback_metrics["val/loss"]))
+    lr = trainer.optimizers[0].param_groups[0]["lr"]
+    assert 0 < lr <= 1e-3
+    if "elements" in options:
+        assert module.hparams.elements == ["Cu", "Ag", "Au"] and module.hparams.e0["Ag"] == 0.0
+
+
+def test_nequip_gets_avg_num_neighbors_from_training_data(tmp_path, emt_file, make_trainer):
+    dm = datamodule(emt_file)
+    module = tiny("nequip")
+    trainer = make_trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=1)
+    trainer.fit(module, dm)
+    expected = mean_num_neighbors(dm.train_data)
+    assert module.hparams.representation_hparams["avg_num_neighbors"] == pytest.approx(expected)
+    assert float(module.model.potential.representation.avg_num_neighbors) == pytest.approx(expected)
+
+
+def test_partly_labelled_data_trains(tmp_path, emt_file, make_trainer):
+    """Frames without energy (NaN label, weight 0) drop out of the energy term and metrics."""
+    dm = datamodule(emt_file)
+    dm.setup("fit")
+    for data in dm.train_data[::2] + dm.val_data[::2]:
+        data[keys.ENERGY] = torch.full_like(data[keys.ENERGY], float("nan"))
+        data[keys.ENERGY_WEIGHT] = torch.zeros_like(data[keys.ENERGY_WEIGHT])
+    module = tiny()
+    trainer = make_trainer(tmp_path, max_epochs=1)
+    trainer.fit(module, dm)
+    assert all(np.isfinite(float(v)) for v in trainer.callback_metrics.values())
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="unknown representation"):
+        PotentialModule("mace")
+    with pytest.raises(ValueError, match="e0 must be"):
+        PotentialModule("painn", e0="mean")
+    with pytest.raises(ValueError, match="scale must be"):
+        PotentialModule("painn", scale="rms")
