@@ -6,10 +6,12 @@
     gnnpot data stats FILE [--json] [--cutoff R] [--key-map MAP] [--index I]
                            [--isolated-atoms FILE] [--e0 {auto,isolated,lstsq}]
     gnnpot data download rmd17 [--out DIR] [--molecules M ...] [--url URL] [--sha256 HEX]
+    gnnpot fit|validate|test --config FILE [--trainer.* ...] [--model.* ...] [--data.* ...]
+    gnnpot eval --model CKPT (--data FILE | --split split.json) [--json] [--plot PNG]
 
-:func:`main` dispatches on the first word. ``data`` is handled here with argparse. The
-training commands (``fit``, ``validate``, ``test``, ``predict``) belong to a LightningCLI
-subclass, to be plugged in at :func:`_training_main`.
+:func:`main` dispatches on the first word. ``data`` and ``eval`` are handled here with argparse;
+``fit``, ``validate`` and ``test`` go to the LightningCLI subclass
+:class:`gnnpot.training.cli.GNNPotCLI` through :func:`_training_main`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from gnnpot.data.atomic_data import DataError
 from gnnpot.data.io import LABEL_NAMES, read_frames, write_frames
 
 DEFAULT_DATASET = "data/emt_cuau.xyz"
-TRAINING_COMMANDS = ("fit", "validate", "test", "predict")
+TRAINING_COMMANDS = ("fit", "validate", "test")
 
 USAGE = """usage: gnnpot <command> ...
 
@@ -33,10 +35,12 @@ commands:
   data generate   write the embedded EMT Cu-Au dataset (no network)
   data stats      frames, elements, E0, energy and force scales, neighbours of a dataset
   data download   fetch a reference dataset (rMD17) and write its official splits
-  fit, validate, test, predict
-                  training commands (LightningCLI; not implemented yet)
+  fit, validate, test
+                  train and evaluate with a config: gnnpot fit --config configs/painn_demo.yaml
+                  (LightningCLI: --trainer.*, --model.*, --data.*, --ckpt_path; see gnnpot fit -h)
+  eval            metrics of a trained checkpoint on any dataset (rMD17 npz, extxyz, ASE db)
 
-Run `gnnpot data -h` for details."""
+Run `gnnpot data -h`, `gnnpot fit -h` or `gnnpot eval -h` for details."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -55,9 +59,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _training_main(argv: list[str]) -> int:
-    """Dispatch point for ``fit|validate|test|predict``: hand ``argv`` to the LightningCLI subclass."""
-    print(f"gnnpot {argv[0]}: training commands are not implemented yet", file=sys.stderr)
-    return 2
+    """Dispatch point for ``fit|validate|test``: hand ``argv`` to the LightningCLI subclass."""
+    from gnnpot.training.cli import training_main
+
+    return training_main(argv)
 
 
 # --- gnnpot data ------------------------------------------------------------------------------
@@ -191,5 +196,104 @@ def _parse_key_map(text: str) -> dict[str, str]:
     return mapping
 
 
+# --- gnnpot eval ------------------------------------------------------------------------------
+
+
+def eval_main(argv: Sequence[str]) -> int:
+    """``gnnpot eval --model CKPT --data FILE``: energy, force and stress errors in meV."""
+    parser = argparse.ArgumentParser(
+        prog="gnnpot eval",
+        description="Metrics of a trained model (a Lightning checkpoint of a gnnpot run, read with "
+        "weights_only=True) on a labelled dataset: energy per atom and per structure, forces, stress.",
+    )
+    parser.add_argument("--model", required=True, help="checkpoint, e.g. runs/painn/version_0/checkpoints/best.ckpt")
+    parser.add_argument("--data", default=None, help="extxyz (or any ase.io format), ASE .db or MD17/rMD17 .npz")
+    parser.add_argument("--split", default=None, help="a run's split.json: evaluate the frames of --subset")
+    parser.add_argument("--subset", default="test", choices=("train", "val", "test"), help="split entry (default test)")
+    parser.add_argument("--index", default=":", help="frames of --data to use, e.g. ':' or '0:100' (default ':')")
+    parser.add_argument("--key-map", type=_parse_key_map, default=None, help="label names in the file")
+    parser.add_argument("--batch-size", type=int, default=16, help="frames per batch (default 16)")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--plot", default=None, help="write a parity plot to this PNG")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    args = parser.parse_args(list(argv))
+    try:
+        return _eval(args)
+    except (DataError, OSError, ValueError, RuntimeError) as err:
+        print(f"gnnpot eval: error: {err}", file=sys.stderr)
+        return 1
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from gnnpot.data.io import build_graphs
+    from gnnpot.training.evaluate import describe, load_checkpoint, predict, split_entry
+    from gnnpot.training.metrics import METRIC_UNITS
+    from gnnpot.training.plots import parity_plot
+
+    if (args.data is None) == (args.split is None):
+        raise ValueError("give exactly one of --data FILE and --split split.json")
+    module = load_checkpoint(args.model, map_location=args.device)
+    if args.split is not None:
+        path, indices = split_entry(args.split, args.subset)
+        frames = read_frames(path, key_map=args.key_map, require=()).select(indices)
+    else:
+        path = args.data
+        frames = read_frames(path, index=args.index, key_map=args.key_map, require=())
+    if len(frames) == 0:
+        raise ValueError(f"{path}: no frames to evaluate")
+    start = time.perf_counter()
+    graphs = build_graphs(frames, module.hparams.cutoff)
+    metrics, predictions = predict(module.inference_model, graphs, batch_size=args.batch_size)
+    seconds = time.perf_counter() - start
+    plot = str(parity_plot(predictions, args.plot, Path(path).name)) if args.plot else None
+    result = {
+        "model": str(args.model),
+        "data": str(path),
+        "subset": args.subset if args.split else None,
+        "num_frames": len(frames),
+        "num_atoms": sum(len(atoms) for atoms in frames),
+        "seconds": seconds,
+        "metrics": metrics,
+        "units": {name: METRIC_UNITS[name] for name in metrics},
+        "model_info": describe(module),
+        "plot": plot,
+    }
+    if args.json:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+        return 0
+    info = result["model_info"]
+    print(
+        f"model   {args.model} ({info['representation']}, cutoff {info['cutoff']} Å, "
+        f"{'EMA' if info['ema'] else 'raw'} weights)"
+    )
+    print(
+        f"data    {path}{f' [{args.subset} split]' if args.split else ''}: "
+        f"{result['num_frames']} frames, {result['num_atoms']} atoms ({seconds:.1f} s)"
+    )
+    print(format_metrics(metrics))
+    if plot:
+        print(f"plot    {plot}")
+    return 0
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    """A table of MAE and RMSE per quantity, in meV units."""
+    from gnnpot.training.metrics import METRIC_UNITS
+
+    rows = [f"{'quantity':18s} {'MAE':>10s} {'RMSE':>10s}  unit"]
+    for name, label in (
+        ("energy_per_atom", "energy per atom"),
+        ("energy", "energy"),
+        ("forces", "forces"),
+        ("stress", "stress"),
+    ):
+        if f"{name}_mae" in metrics:
+            unit = METRIC_UNITS[f"{name}_mae"]
+            rows.append(f"{label:18s} {metrics[f'{name}_mae']:10.3f} {metrics[f'{name}_rmse']:10.3f}  {unit}")
+    if len(rows) == 1:
+        rows.append("(no labels in the data: nothing to compare)")
+    return "\n".join(rows)
+
+
 # First word -> handler. Training commands are routed by _training_main.
-COMMANDS: dict[str, Callable[[list[str]], int]] = {"data": data_main}
+COMMANDS: dict[str, Callable[[list[str]], int]] = {"data": data_main, "eval": eval_main}

@@ -1,0 +1,143 @@
+"""``gnnpot fit|validate|test`` (LightningCLI) and ``gnnpot eval``: run folder, resume, metrics, loading."""
+
+import csv
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from gnnpot.cli import main
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TINY = "{num_features: 8, num_interactions: 1, num_rbf: 6}"
+
+
+def fit_args(emt_file, run_dir, *extra):
+    return [
+        "fit",
+        "--config",
+        "configs/painn_demo.yaml",
+        f"--data.train_file={emt_file}",
+        "--data.cutoff=4.0",
+        "--data.batch_size=4",
+        f"--model.representation_hparams={TINY}",
+        "--trainer.max_epochs=1",
+        "--trainer.accelerator=cpu",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        f"--run.dir={run_dir}",
+        "--run.name=tiny",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def trained(emt_file, tmp_path_factory, monkeypatch_module):
+    """One tiny run of `gnnpot fit`, shared by the tests below."""
+    run_dir = tmp_path_factory.mktemp("runs")
+    assert main(fit_args(emt_file, run_dir)) == 0
+    return run_dir / "tiny" / "version_0"
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(REPO_ROOT)  # the configs are read by their path in the repository
+        yield mp
+
+
+def test_fit_writes_the_run_folder(trained):
+    for name in ("config.yaml", "split.json", "metrics.csv", "hparams.yaml", "parity_val.png", "learning_curves.png"):
+        assert (trained / name).is_file(), name
+    assert (trained / "checkpoints" / "best.ckpt").is_file() and (trained / "checkpoints" / "last.ckpt").is_file()
+    config = yaml.safe_load((trained / "config.yaml").read_text())
+    assert config["data"]["cutoff"] == 4.0 and "cutoff" not in config["model"]  # linked: given once
+    assert config["trainer"]["inference_mode"] is False
+    header = (trained / "metrics.csv").read_text().splitlines()[0].split(",")
+    for name in ("val/forces_mae", "val/energy_per_atom_mae", "train/loss", "val/stress_mae", "val/energy_rmse"):
+        assert name in header
+    hparams = torch.load(trained / "checkpoints" / "best.ckpt", weights_only=True)["hyper_parameters"]
+    assert hparams["elements"] == ["Cu", "Au"] and hparams["cutoff"] == 4.0
+
+
+def test_resume_continues_the_global_step(trained, emt_file, monkeypatch_module):
+    last = trained / "checkpoints" / "last.ckpt"
+    steps = torch.load(last, weights_only=True)["global_step"]
+    run_dir = trained.parent.parent
+    args = fit_args(emt_file, run_dir, "--trainer.max_epochs=2", f"--ckpt_path={last}", "--run.version=resumed")
+    assert main(args) == 0
+    resumed = torch.load(run_dir / "tiny" / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["global_step"] == 2 * steps and resumed["epoch"] == 1
+
+
+def test_test_and_eval_agree(trained, emt_file, capsys, tmp_path):
+    best = trained / "checkpoints" / "best.ckpt"
+    run_dir = trained.parent.parent
+    args = fit_args(emt_file, run_dir, f"--ckpt_path={best}", "--run.version=test")
+    args[0] = "test"
+    args.remove("--trainer.max_epochs=1")
+    assert main(args) == 0
+    assert (run_dir / "tiny" / "test" / "parity_test.png").is_file()
+    capsys.readouterr()
+    plot = tmp_path / "parity.png"
+    assert (
+        main(["eval", "--model", str(best), "--split", str(trained / "split.json"), "--json", "--plot", str(plot)]) == 0
+    )
+    result = json.loads(capsys.readouterr().out)
+    split = json.loads((trained / "split.json").read_text())
+    assert result["subset"] == "test" and result["num_frames"] == len(split["test"]["indices"]) > 0
+    assert plot.is_file() and result["model_info"]["representation"] == "painn"
+    with open(run_dir / "tiny" / "test" / "metrics.csv") as handle:
+        (logged,) = list(csv.DictReader(handle))
+    metrics = result["metrics"]
+    for name in ("energy_per_atom_mae", "energy_mae", "energy_rmse", "forces_mae", "forces_rmse", "stress_mae"):
+        assert metrics[name] == pytest.approx(float(logged[f"test/{name}"]), rel=1e-4), name
+    assert main(["eval", "--model", str(best), "--split", str(trained / "split.json")]) == 0
+    text = capsys.readouterr().out
+    assert "energy per atom" in text and "meV/Å" in text and "EMA weights" in text
+
+
+def test_eval_data_file_and_errors(trained, emt_file, capsys, tmp_path):
+    best = trained / "checkpoints" / "best.ckpt"
+    assert main(["eval", "--model", str(best), "--data", emt_file, "--index", ":6", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["num_frames"] == 6
+    assert main(["eval", "--model", str(best)]) == 1
+    assert "exactly one of --data" in capsys.readouterr().err
+    # A checkpoint with an arbitrary pickled object is refused, never executed.
+    evil = tmp_path / "evil.ckpt"
+    with open(evil, "wb") as handle:
+        pickle.dump({"hyper_parameters": {}, "state_dict": {}, "x": _Evil()}, handle)
+    assert main(["eval", "--model", str(evil), "--data", emt_file]) == 1
+    assert "gnnpot eval: error" in capsys.readouterr().err
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("pickle executed",))
+
+
+def test_eval_on_rmd17_npz(shared_data, tmp_path, capsys, monkeypatch_module):
+    source = np.load(shared_data / "rmd17" / "rmd17_ethanol_train_01.npz")
+    small = tmp_path / "ethanol_small.npz"
+    np.savez(small, **{k: source[k][:24] if source[k].ndim > 1 or k == "energies" else source[k] for k in source.files})
+    run_dir = tmp_path / "runs"
+    args = fit_args(str(small), run_dir, "--data.val_fraction=0.25", "--data.test_fraction=0", "--run.plots=false")
+    assert main(args) == 0
+    best = run_dir / "tiny" / "version_0" / "checkpoints" / "best.ckpt"
+    test_file = shared_data / "rmd17" / "rmd17_ethanol_test_01.npz"
+    capsys.readouterr()
+    assert main(["eval", "--model", str(best), "--data", str(test_file), "--index", ":10", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["num_frames"] == 10 and result["model_info"]["elements"] == ["H", "C", "O"]
+    assert "stress_mae" not in result["metrics"] and result["metrics"]["forces_mae"] > 0
+
+
+def test_help_and_bad_arguments(capsys):
+    assert main(["fit", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--model.representation" in out and "--run.logger" in out and "--checkpoint.monitor" in out
+    assert main(["fit", "--config", "configs/painn_demo.yaml", "--model.optimizer", "sgd"]) != 0
