@@ -125,6 +125,7 @@ def make_loggers(
     if "tensorboard" in choices:
         loggers.append(tensorboard_logger(save_dir, name, csv.version))
     if "wandb" in choices:
+        _ = csv.experiment  # make the run folder as CSV's own (else CSV warns that it exists)
         loggers.append(wandb_logger(csv.log_dir, name, wandb_project))
     return loggers
 
