@@ -23,9 +23,9 @@ class PlotCallback(L.Callback):
     """
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: PotentialModule) -> None:
-        if not trainer.is_global_zero or trainer.sanity_checking:
+        run_dir = Path(trainer.log_dir or trainer.default_root_dir)  # a collective call under DDP: every process
+        if not trainer.is_global_zero:
             return
-        run_dir = Path(trainer.log_dir or trainer.default_root_dir)
         images = {}
         loader = trainer.datamodule.val_dataloader() if trainer.datamodule is not None else None
         if loader:
@@ -57,10 +57,11 @@ class PlotCallback(L.Callback):
 
     def on_test_end(self, trainer: L.Trainer, pl_module: PotentialModule) -> None:
         store, pl_module.predictions = pl_module.predictions or {}, None
+        run_dir = Path(trainer.log_dir or trainer.default_root_dir)  # a collective call under DDP: every process
         if not trainer.is_global_zero or not store:
             return
         predictions = {key: np.concatenate(values) for key, values in store.items()}
-        path = parity_plot(predictions, Path(trainer.log_dir or trainer.default_root_dir) / "parity_test.png", "test")
+        path = parity_plot(predictions, run_dir / "parity_test.png", "test")
         _log_images(trainer, {"parity_test": path})
         print(f"plot: {path}", flush=True)
 

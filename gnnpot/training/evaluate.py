@@ -55,7 +55,7 @@ def predict(
         ``forces_pred``/``forces_ref`` (eV/Å components) of the labelled frames.
     """
     loader = graphs if isinstance(graphs, DataLoader) else DataLoader(list(graphs), batch_size=batch_size)
-    metrics = PotentialMetrics()
+    metrics = PotentialMetrics(sync=False)  # may run on one process of several
     store: dict[str, list[np.ndarray]] = {}
     device = next(model.parameters()).device
     was_training = model.training

@@ -34,8 +34,8 @@ class ErrorMetric(Metric):
 
     full_state_update = False
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, sync_on_compute: bool = True) -> None:
+        super().__init__(sync_on_compute=sync_on_compute)
         self.add_state("abs_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("sq_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
@@ -57,11 +57,17 @@ class PotentialMetrics(nn.Module):
 
     Only labelled frames count (their loss weight is > 0). A quantity with no label in the whole
     split is left out of :meth:`compute`.
+
+    Args:
+        sync: reduce across processes in :meth:`compute` (a collective call); ``False`` for a
+            single process evaluating on its own, e.g. process 0 plotting at the end of a run.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, sync: bool = True) -> None:
         super().__init__()
-        self.errors = nn.ModuleDict({name: ErrorMetric() for name in ("energy_per_atom", "energy", "forces", "stress")})
+        self.errors = nn.ModuleDict(
+            {name: ErrorMetric(sync_on_compute=sync) for name in ("energy_per_atom", "energy", "forces", "stress")}
+        )
 
     @torch.no_grad()
     def update(self, out: dict[str, Tensor], batch: Batch) -> None:

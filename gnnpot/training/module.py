@@ -329,10 +329,12 @@ class PotentialModule(L.LightningModule):
         self.metrics[f"{stage}_errors"].reset()
         self.losses[f"{stage}_loss"].reset()
         shown = {"forces_mae", "energy_per_atom_mae"}
+        # The values are already reduced over every process (sums and counts), so they are equal on
+        # all of them; sync_dist=True only averages equal numbers (and keeps Lightning quiet).
         if math.isfinite(loss):
-            self.log(f"{stage}/loss", loss, prog_bar=stage == "val", sync_dist=False, rank_zero_only=False)
+            self.log(f"{stage}/loss", loss, prog_bar=stage == "val", sync_dist=True)
         for name, value in values.items():
-            self.log(f"{stage}/{name}", value, prog_bar=stage == "val" and name in shown)
+            self.log(f"{stage}/{name}", value, prog_bar=stage == "val" and name in shown, sync_dist=True)
 
 
 def _takes_avg_num_neighbors(representation: str) -> bool:
