@@ -177,3 +177,26 @@ def test_bad_arguments():
         PotentialModule("painn", e0="mean")
     with pytest.raises(ValueError, match="scale must be"):
         PotentialModule("painn", scale="rms")
+
+
+def test_e0_from_an_isolated_atoms_file(tmp_path, emt_file):
+    """The acetylacetone recipe: E0 from a file of isolated atoms (energy only), scale from the training split."""
+    from ase import Atoms
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from gnnpot.data import write_frames
+
+    atoms = []
+    for symbol, energy in (("Cu", -1.5), ("Au", -2.5)):
+        single = Atoms(symbol, positions=[[0.0, 0.0, 0.0]], pbc=False)
+        single.calc = SinglePointCalculator(single, energy=energy)
+        atoms.append(single)
+    path = tmp_path / "isolated_atoms.xyz"
+    write_frames(path, atoms)
+    dm = datamodule(emt_file)
+    dm.setup("fit")
+    module = tiny(e0="isolated", isolated_atoms_file=str(path))
+    resolved = module.resolve_statistics(dm.train_data)
+    assert resolved["e0"] == {"Cu": -1.5, "Au": -2.5} and resolved["scale"] == pytest.approx(force_rms(dm.train_data))
+    module.build()
+    assert module.model.potential.scale_shift.shift.tolist() == [-1.5, -2.5]
