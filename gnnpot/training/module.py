@@ -22,6 +22,7 @@ trainer must run with ``inference_mode=False`` (the CLI sets it).
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 import warnings
@@ -210,6 +211,8 @@ class PotentialModule(L.LightningModule):
                 **hp.representation_hparams,
                 "avg_num_neighbors": float(mean_num_neighbors(train_data)),
             }
+        # Loggers record the hyperparameters after setup(): give them the resolved numbers.
+        self._hparams_initial = copy.deepcopy(self._hparams)
         return {
             "elements": hp.elements,
             "e0": hp.e0,

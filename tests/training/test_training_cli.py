@@ -62,6 +62,8 @@ def test_fit_writes_the_run_folder(trained):
         assert name in header
     hparams = torch.load(trained / "checkpoints" / "best.ckpt", weights_only=True)["hyper_parameters"]
     assert hparams["elements"] == ["Cu", "Au"] and hparams["cutoff"] == 4.0
+    logged = yaml.safe_load((trained / "hparams.yaml").read_text())  # the resolved statistics, not "auto"
+    assert logged["e0"] == pytest.approx(hparams["e0"]) and logged["scale"] == pytest.approx(hparams["scale"])
 
 
 def test_resume_continues_the_global_step(trained, emt_file, monkeypatch_module):
