@@ -87,11 +87,11 @@ def learning_curves(metrics_csv: str | Path, path: str | Path) -> Path | None:
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.8), squeeze=False)
     for ax, (name, label, log) in zip(axes[0], panels):
-        for stage in ("train", "val"):
+        for stage, label_ in (("train", "train (during the epoch)"), ("val", "val (end of epoch)")):
             points = series.get(f"{stage}/{name}")
             if points:
                 epochs, values = zip(*points)
-                ax.plot(epochs, values, marker="o" if len(points) < 30 else None, ms=3, label=stage)
+                ax.plot(epochs, values, marker="o" if len(points) < 30 else None, ms=3, label=label_)
         if log:
             ax.set_yscale("log")
         ax.set_xlabel("epoch")
