@@ -5,10 +5,14 @@ import warnings
 
 import lightning as L
 import pytest
+import torch
 
 from gnnpot.data import write_frames
 from gnnpot.data.generate import generate_emt_dataset
 
+# Tiny models gain nothing from intra-op threads, and spinning OpenMP threads slow the tests down
+# many times over when other runs share the cores.
+torch.set_num_threads(1)
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
