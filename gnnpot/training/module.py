@@ -77,7 +77,8 @@ class PotentialModule(L.LightningModule):
         lr_factor: factor of each plateau reduction.
         lr_patience: epochs without improvement of ``monitor`` before a reduction.
         min_lr: the learning rate never goes below this.
-        warmup_steps: linear warm-up over this many optimizer steps (any scheduler).
+        warmup_steps: linear warm-up over this many optimizer steps (any scheduler; the warm-up sets the
+            rate, so a plateau reduction within it does not last; keep it shorter than the patience).
         monitor: metric the plateau scheduler watches.
         ema_decay: decay of the weight average used for validation, testing and saving; ``None`` for none.
     """
