@@ -234,6 +234,13 @@ def _assert_small(errors: dict[str, float], scale: float, rtol: float, what: str
     return float(worst)
 
 
+def triclinic_cell() -> Atoms:
+    """Three Cu/Au atoms in a skewed periodic cell smaller than twice a 4-5 Å cutoff."""
+    cell = np.array([[3.1, 0.2, 0.1], [0.6, 3.3, -0.2], [0.3, 0.5, 3.6]])
+    frac = np.array([[0.05, 0.1, 0.0], [0.5, 0.45, 0.55], [0.9, 0.6, 0.35]])
+    return Atoms("CuAuCu", scaled_positions=frac, cell=cell, pbc=True)
+
+
 # Tiny widths per family, so the contract suite stays fast.
 TINY_HPARAMS: dict[str, dict] = {
     "schnet": {"num_features": 8, "num_interactions": 2, "num_rbf": 6},

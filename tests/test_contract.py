@@ -33,10 +33,7 @@ def ethanol() -> Atoms:
 
 
 def triclinic_cuau() -> Atoms:
-    """Three atoms in a skewed cell much smaller than twice the cutoff (many images)."""
-    cell = np.array([[3.1, 0.2, 0.1], [0.6, 3.3, -0.2], [0.3, 0.5, 3.6]])
-    frac = np.array([[0.05, 0.1, 0.0], [0.5, 0.45, 0.55], [0.9, 0.6, 0.35]])
-    return Atoms("CuAuCu", scaled_positions=frac, cell=cell, pbc=True)
+    return testing.triclinic_cell()
 
 
 def one_atom_cell() -> Atoms:
