@@ -47,7 +47,9 @@ def parity_plot(predictions: Mapping[str, np.ndarray], path: str | Path, title: 
         ax.set_aspect("equal")
         ax.set_xlabel(f"reference {label} ({unit})")
         ax.set_ylabel(f"predicted {label} ({unit})")
-        ax.set_title(f"{title} {label}: MAE {mae:.3g} {mev_unit}".strip())
+        ax.set_title(f"{title}\n{label}: MAE {mae:.3g} {mev_unit}".strip(), fontsize=10)
+        ax.locator_params(nbins=5)  # long tick labels (e.g. -467.74 eV/atom) must not overlap
+        ax.tick_params(axis="x", labelrotation=30)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
