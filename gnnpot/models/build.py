@@ -81,3 +81,16 @@ def build_model(
         "hparams": dict(hparams),
     }
     return ForceField(potential, config=config)
+
+
+def model_from_config(config: Mapping[str, Any]) -> ForceField:
+    """Rebuild a model, untrained, from its ``ForceField.config`` (see :func:`build_model`)."""
+    return build_model(
+        config["representation"],
+        cutoff=config["cutoff"],
+        elements=config["elements"],
+        e0=config.get("e0"),
+        scale=config.get("scale", 1.0),
+        zbl=config.get("zbl", False),
+        **config.get("hparams", {}),
+    )

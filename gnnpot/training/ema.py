@@ -7,6 +7,8 @@ import copy
 import torch
 from torch import nn
 
+from gnnpot.models import ForceField, model_from_config
+
 
 class EMA(nn.Module):
     """A frozen copy of ``model`` whose parameters follow ``p_ema <- d p_ema + (1 - d) p``.
@@ -25,7 +27,7 @@ class EMA(nn.Module):
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA decay must be in [0, 1), got {decay!r}")
         self.decay = float(decay)
-        self.module = copy.deepcopy(model)
+        self.module = _fresh_copy(model)
         self.module.requires_grad_(False)
         self.register_buffer("num_updates", torch.tensor(0, dtype=torch.long))
 
@@ -34,13 +36,16 @@ class EMA(nn.Module):
         """Move the average one step towards ``model``'s current weights."""
         n = int(self.num_updates)
         decay = min(self.decay, (1.0 + n) / (10.0 + n))
-        ema_params = list(self.module.parameters())
-        params = list(model.parameters())
-        if len(ema_params) != len(params):
-            raise ValueError(f"EMA holds {len(ema_params)} parameters, model has {len(params)}")
-        torch._foreach_lerp_(ema_params, [p.detach() for p in params], 1.0 - decay)
-        for ema_buffer, buffer in zip(self.module.buffers(), model.buffers(), strict=True):
-            ema_buffer.copy_(buffer)
+        # Pair by name: the two modules need not list their tensors in the same order.
+        params = dict(model.named_parameters())
+        ema_params = dict(self.module.named_parameters())
+        if params.keys() != ema_params.keys():
+            raise ValueError(f"EMA holds parameters {sorted(ema_params.keys() ^ params.keys())} the model lacks")
+        names = list(params)
+        torch._foreach_lerp_([ema_params[n] for n in names], [params[n].detach() for n in names], 1.0 - decay)
+        ema_buffers = dict(self.module.named_buffers())
+        for name, buffer in model.named_buffers():
+            ema_buffers[name].copy_(buffer)
         self.num_updates += 1
 
     def forward(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201 (forwards to the averaged module)
@@ -48,3 +53,18 @@ class EMA(nn.Module):
 
     def extra_repr(self) -> str:
         return f"decay={self.decay}, num_updates={int(self.num_updates)}"
+
+
+def _fresh_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with the same weights.
+
+    A ``ForceField`` is rebuilt from its config rather than deep-copied: deep-copying e3nn's
+    compiled tensor products (torch.fx) turns their constants into extra buffers, which would make
+    the copy's state dict differ from a freshly built model's.
+    """
+    if isinstance(model, ForceField) and model.config:
+        fresh = model_from_config(model.config)
+        fresh.load_state_dict(model.state_dict(), strict=True)
+        parameter = next(model.parameters(), None)
+        return fresh if parameter is None else fresh.to(device=parameter.device, dtype=parameter.dtype)
+    return copy.deepcopy(model)

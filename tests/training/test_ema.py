@@ -26,3 +26,18 @@ def test_ema_update_and_buffers():
 def test_ema_bad_decay():
     with pytest.raises(ValueError, match="decay"):
         EMA(nn.Linear(1, 1), decay=1.0)
+
+
+def test_ema_of_paper_size_nequip_matches_a_fresh_build():
+    """Deep-copying e3nn's compiled tensor products adds constant buffers; the EMA must not."""
+    from gnnpot import build_model
+
+    model = build_model("nequip", cutoff=4.0, elements=["H"])
+    ema = EMA(model, decay=0.9)
+    assert ema.module.state_dict().keys() == model.state_dict().keys()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(1.0)
+    ema.update(model)  # decay 0.1: the average moves 0.9 of the way
+    first = next(iter(ema.module.parameters()))
+    assert torch.allclose(first, next(iter(model.parameters())) - 0.1)
