@@ -381,3 +381,24 @@ def format_stats(stats: dict[str, Any]) -> str:
     lines += [f"note: {note}" for note in stats["notes"]]
     lines += [f"WARNING: {warning}" for warning in stats["warnings"]]
     return "\n".join(lines)
+
+
+def data_sha256(data: Iterable[AtomicData]) -> str:
+    """A fingerprint of a training set: sha256 over each graph's numbers, geometry and labels.
+
+    Stored with trained models, so two models can be told apart by the data they saw. The float
+    fields are hashed as float64, so the same frames give the same hash whatever their dtype.
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    for graph in data:
+        for key in (keys.ATOMIC_NUMBERS, keys.POSITIONS, keys.CELL, keys.PBC, *keys.LABEL_KEYS):
+            value = graph.get(key)
+            if value is None:
+                continue
+            array = value.detach().cpu().numpy()
+            array = array.astype(np.float64) if array.dtype.kind == "f" else array.astype(np.int64)
+            digest.update(key.encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -94,3 +95,21 @@ def model_from_config(config: Mapping[str, Any]) -> ForceField:
         zbl=config.get("zbl", False),
         **config.get("hparams", {}),
     )
+
+
+def clone_model(model: ForceField) -> ForceField:
+    """A copy of ``model`` with the same weights, device and dtype.
+
+    A model with a config is rebuilt from it rather than deep-copied: deep-copying e3nn's compiled
+    tensor products (torch.fx) turns their constants into extra buffers, so the copy's state dict
+    would no longer match a freshly built model's.
+    """
+    if not model.config:
+        return copy.deepcopy(model)
+    fresh = model_from_config(model.config)
+    wanted = fresh.state_dict().keys()
+    # A deep-copied e3nn model carries extra constant buffers; every tensor the fresh model has must match.
+    fresh.load_state_dict({k: v for k, v in model.state_dict().items() if k in wanted}, strict=True)
+    parameter = next(model.parameters(), None)
+    fresh = fresh if parameter is None else fresh.to(device=parameter.device, dtype=parameter.dtype)
+    return fresh.train(model.training)

@@ -7,7 +7,7 @@ import copy
 import torch
 from torch import nn
 
-from gnnpot.models import ForceField, model_from_config
+from gnnpot.models import ForceField, clone_model
 
 
 class EMA(nn.Module):
@@ -56,15 +56,5 @@ class EMA(nn.Module):
 
 
 def _fresh_copy(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` with the same weights.
-
-    A ``ForceField`` is rebuilt from its config rather than deep-copied: deep-copying e3nn's
-    compiled tensor products (torch.fx) turns their constants into extra buffers, which would make
-    the copy's state dict differ from a freshly built model's.
-    """
-    if isinstance(model, ForceField) and model.config:
-        fresh = model_from_config(model.config)
-        fresh.load_state_dict(model.state_dict(), strict=True)
-        parameter = next(model.parameters(), None)
-        return fresh if parameter is None else fresh.to(device=parameter.device, dtype=parameter.dtype)
-    return copy.deepcopy(model)
+    """A copy of ``model`` with the same weights (see :func:`gnnpot.models.clone_model`)."""
+    return clone_model(model) if isinstance(model, ForceField) else copy.deepcopy(model)

@@ -1,48 +1,25 @@
-"""Evaluate a trained potential on any dataset: metrics in meV and the predictions for parity plots.
+"""Evaluate a trained potential on any dataset (metrics in meV, predictions for parity plots) and
+export a training run as a model file with its recipe and test metrics.
 
-A checkpoint is read with ``torch.load(weights_only=True)``: its hyperparameters are plain data
-(see :class:`~gnnpot.training.PotentialModule`), so the model is rebuilt from them and its
-weights loaded strictly, and no pickled object from the file is ever executed.
+Models are read with :func:`gnnpot.models.load_model` (``torch.load(weights_only=True)``, then a
+strict rebuild from the config), so no pickled object from a file is ever executed.
 """
 
 from __future__ import annotations
 
-import pickle
+import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch_geometric.loader import DataLoader
 
 from gnnpot.data.atomic_data import AtomicData
-from gnnpot.models import ForceField
+from gnnpot.data.io import build_graphs, read_frames
+from gnnpot.models import ForceField, load_model, save_model
 from gnnpot.training.metrics import PotentialMetrics
-from gnnpot.training.module import PotentialModule, _collect
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> PotentialModule:
-    """A :class:`PotentialModule` from a Lightning checkpoint of a run, in eval mode.
-
-    Raises:
-        ValueError: the file is not a checkpoint of a gnnpot run.
-    """
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        reason = str(err).splitlines()[0]
-        raise ValueError(f"{path}: refused to load, it holds more than plain data and tensors ({reason})") from err
-    if not isinstance(checkpoint, dict) or "hyper_parameters" not in checkpoint or "state_dict" not in checkpoint:
-        raise ValueError(f"{path}: not a Lightning checkpoint with hyper_parameters and state_dict")
-    hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
-    if "representation" not in hparams:
-        raise ValueError(f"{path}: not a gnnpot checkpoint (no 'representation' hyperparameter)")
-    module = PotentialModule(**hparams)
-    if module.model is None:
-        raise ValueError(f"{path}: the checkpoint's statistics are not resolved (was it saved before training?)")
-    module.load_state_dict(checkpoint["state_dict"], strict=True)
-    return module.eval()
+from gnnpot.training.module import _collect
 
 
 def predict(
@@ -72,25 +49,84 @@ def predict(
     return metrics.compute(), arrays
 
 
-def describe(module: PotentialModule) -> dict[str, Any]:
-    """Plain-data summary of a trained module: family, cutoff, elements, E0, scale, EMA."""
-    hp = module.hparams
-    return {
-        "representation": hp.representation,
-        "cutoff": hp.cutoff,
-        "elements": list(hp.elements),
-        "e0": dict(hp.e0),
-        "scale": hp.scale,
-        "ema": module.ema is not None,
-    }
-
-
 def split_entry(split_file: str | Path, subset: str) -> tuple[str, list[int]]:
     """The data file and frame indices of ``subset`` in a run's ``split.json``."""
-    import json
-
     record = json.loads(Path(split_file).read_text())
     entry = record.get(subset)
     if not isinstance(entry, dict) or "file" not in entry:
         raise ValueError(f"{split_file}: no {subset!r} entry with a file and indices")
     return entry["file"], [int(k) for k in entry["indices"]]
+
+
+def evaluate_file(
+    model: ForceField,
+    path: str | Path,
+    indices: list[int] | None = None,
+    index: str = ":",
+    key_map: dict[str, str] | None = None,
+    batch_size: int = 16,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Metrics and predictions of ``model`` on the frames of a labelled file.
+
+    Returns:
+        ``(summary, predictions)``; the summary holds ``data``, ``num_frames``, ``num_atoms``,
+        ``seconds`` and ``metrics`` (meV units).
+    """
+    import time
+
+    frames = read_frames(path, index=index, key_map=key_map, require=())
+    if indices is not None:
+        frames = frames.select(indices)
+    if len(frames) == 0:
+        raise ValueError(f"{path}: no frames to evaluate")
+    start = time.perf_counter()
+    graphs = build_graphs(frames, model.cutoff)
+    metrics, predictions = predict(model, graphs, batch_size=batch_size)
+    summary = {
+        "data": str(path),
+        "num_frames": len(frames),
+        "num_atoms": sum(len(atoms) for atoms in frames),
+        "seconds": time.perf_counter() - start,
+        "metrics": metrics,
+    }
+    return summary, predictions
+
+
+def export_model(
+    source: str | Path, out: str | Path, test_data: str | Path | None = None, evaluate: bool = True
+) -> tuple[Path, dict[str, Any]]:
+    """Write the model of a training run (EMA weights when present) as a model file.
+
+    Args:
+        source: a run folder or one of its checkpoints (``RUN/checkpoints/best.ckpt`` by default).
+        out: the model file to write.
+        test_data: labelled file to measure the test metrics on; default: the ``test`` entry of
+            the run's ``split.json`` when it has one.
+        evaluate: measure test metrics at all.
+
+    The metadata gains the run's ``config.yaml`` (``recipe``), the training-data hash and the test
+    metrics with the data they were measured on.
+
+    Returns:
+        ``(path written, metadata)``.
+    """
+    source = Path(source)
+    checkpoint = source / "checkpoints" / "best.ckpt" if source.is_dir() else source
+    run_dir = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+    model = load_model(checkpoint)
+    metadata = dict(model.metadata)
+    metadata["source_checkpoint"] = checkpoint.name
+    if (run_dir / "config.yaml").is_file():
+        metadata["recipe"] = (run_dir / "config.yaml").read_text()
+    if evaluate:
+        indices = None
+        if test_data is None and (run_dir / "split.json").is_file():
+            record = json.loads((run_dir / "split.json").read_text())
+            if isinstance(record.get("test"), dict) and record["test"].get("indices"):
+                test_data, indices = split_entry(run_dir / "split.json", "test")
+        if test_data is not None:
+            summary, _ = evaluate_file(model, test_data, indices=indices)
+            metadata["test_metrics"] = summary["metrics"]
+            metadata["test_data"] = {"file": Path(test_data).name, "num_frames": summary["num_frames"]}
+    path = save_model(model, out, metadata)
+    return path, metadata

@@ -39,8 +39,9 @@ from torchmetrics import MeanMetric
 
 from gnnpot import keys
 from gnnpot.data.io import read_frames
-from gnnpot.data.stats import fit_e0, force_rms, mean_num_neighbors, per_atom_energy_std
+from gnnpot.data.stats import data_sha256, fit_e0, force_rms, mean_num_neighbors, per_atom_energy_std
 from gnnpot.models import ForceField, build_model, to_atomic_numbers
+from gnnpot.models.io import plain_data
 from gnnpot.representations import REGISTRY
 from gnnpot.training.ema import EMA
 from gnnpot.training.loss import LossKind, PotentialLoss
@@ -136,6 +137,7 @@ class PotentialModule(L.LightningModule):
         self.model: ForceField | None = None
         self.ema: EMA | None = None
         self.predictions: dict[str, list[np.ndarray]] | None = None  # filled by test_step when set to {}
+        self.training_data_sha256: str | None = None  # set in setup(), kept in checkpoints
         if self.statistics_resolved:
             self.build()
 
@@ -224,10 +226,12 @@ class PotentialModule(L.LightningModule):
     # --- Lightning hooks -------------------------------------------------------------------
 
     def setup(self, stage: str) -> None:
-        if self.model is not None or self.statistics_resolved:
-            return
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         train_data = getattr(datamodule, "train_data", None)
+        if stage == "fit" and train_data and self.training_data_sha256 is None:
+            self.training_data_sha256 = data_sha256(train_data)
+        if self.model is not None or self.statistics_resolved:
+            return
         if train_data is None:
             raise RuntimeError(
                 "PotentialModule resolves elements, e0 and scale from the datamodule's train_data "
@@ -308,11 +312,18 @@ class PotentialModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Record units and the model config beside the weights (plain data only)."""
+        from gnnpot import __version__
+
         checkpoint["gnnpot"] = {
+            "gnnpot_version": __version__,
             "units": dict(keys.UNITS),
-            "model_config": _plain(self.inference_model.config),
+            "model_config": plain_data(self.inference_model.config),
             "ema": self.ema is not None,
+            "training_data_sha256": self.training_data_sha256,
         }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.training_data_sha256 = checkpoint.get("gnnpot", {}).get("training_data_sha256")
 
     # --- internals -----------------------------------------------------------------------------
 
@@ -359,13 +370,3 @@ def _collect(store: dict[str, list[np.ndarray]], out: dict[str, Tensor], batch: 
     store.setdefault("forces_pred", []).append(out[keys.FORCES].detach()[atom_mask].reshape(-1).cpu().double().numpy())
     store.setdefault("forces_ref", []).append(batch[keys.FORCES][atom_mask].reshape(-1).cpu().double().numpy())
 
-
-def _plain(value: Any) -> Any:
-    """Dicts/lists/numbers/strings only, with string keys (for ``torch.load(weights_only=True)`` and YAML)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value

@@ -1,0 +1,202 @@
+"""Model files: config + state_dict + metadata, never a pickled module.
+
+A model file is a plain dict saved with :func:`torch.save` and read back with
+``torch.load(weights_only=True)``, which unpickles only tensors and plain containers, so loading a
+file from a stranger cannot run code. The model is rebuilt from its config and its weights are
+loaded strictly::
+
+    {"format": "gnnpot-model", "format_version": 1,
+     "config": {...},            # ForceField.config: family, cutoff, elements, e0, scale, hparams
+     "state_dict": {...},        # tensors
+     "metadata": {...}}          # gnnpot version, units, elements, cutoff, E0, scale, data hash,
+                                 # test metrics, training recipe, ... (see model_metadata)
+
+:func:`load_model` also reads a Lightning checkpoint of a gnnpot run (``*.ckpt``; the EMA
+weights when it has them), a run folder (its ``checkpoints/best.ckpt``) and the name of a
+pretrained model (:func:`gnnpot.models.pretrained.list_pretrained`).
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ase.data import chemical_symbols
+
+from gnnpot import keys
+from gnnpot.models.build import clone_model, model_from_config
+from gnnpot.models.potential import ForceField
+
+FORMAT = "gnnpot-model"
+FORMAT_VERSION = 1
+_EMA_PREFIX = "ema.module."
+_MODEL_PREFIX = "model."
+
+
+def save_model(model: ForceField, path: str | Path, metadata: Mapping[str, Any] | None = None) -> Path:
+    """Write ``model`` to ``path`` as config + float state_dict + metadata.
+
+    Args:
+        model: a :class:`ForceField` with a config (every model from :func:`gnnpot.build_model`).
+        path: the file to write (``.pt`` by convention).
+        metadata: extra plain data (test metrics, recipe, training-data hash, ...); it is merged
+            over the metadata derived from the model.
+    """
+    if not model.config:
+        raise ValueError("the model has no config to rebuild it from; build it with gnnpot.build_model")
+    record = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": plain_data(model.config),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in clone_model(model).state_dict().items()},
+        "metadata": {**model_metadata(model), **plain_data(dict(metadata or {}))},
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(record, path)
+    return path
+
+
+def model_metadata(model: ForceField) -> dict[str, Any]:
+    """What a model file says about its model: versions, units, elements, cutoff, E0 and scale."""
+    from gnnpot import __version__
+
+    config = model.config
+    e0 = config.get("e0", {})
+    return {
+        "format_version": FORMAT_VERSION,
+        "gnnpot_version": __version__,
+        "representation": config["representation"],
+        "elements": [chemical_symbols[int(z)] for z in config["elements"]],
+        "cutoff": float(config["cutoff"]),
+        "units": dict(keys.UNITS),
+        "e0": {chemical_symbols[int(z)]: float(value) for z, value in e0.items()},
+        "scale": float(config.get("scale", 1.0)),
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def load_model(
+    source: str | Path,
+    map_location: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+) -> ForceField:
+    """A :class:`ForceField` in eval mode from a model file, a checkpoint, a run folder or a pretrained name.
+
+    Args:
+        source: a model file (:func:`save_model`), a Lightning checkpoint of a gnnpot run, a run
+            folder (``RUN/checkpoints/best.ckpt`` is read) or a name from ``list_pretrained()``.
+        map_location: device to load onto.
+        dtype: cast the model to this float dtype; default: as saved.
+
+    The file's metadata is attached as ``model.metadata``.
+
+    Raises:
+        ValueError: not a gnnpot model, a newer or unknown format version, or a file that holds
+            more than plain data and tensors (it is refused, not unpickled).
+        FileNotFoundError: no such file, run folder or pretrained name.
+    """
+    from gnnpot.models.pretrained import PRETRAINED, pretrained_path
+
+    path = Path(source)
+    if not path.exists() and str(source) in PRETRAINED:
+        path = pretrained_path(str(source))
+    if path.is_dir():
+        path = path / "checkpoints" / "best.ckpt"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{source}: no such model file, run folder or pretrained name (pretrained: {sorted(PRETRAINED)})"
+        )
+    record = _safe_load(path, map_location)
+    config, state_dict, metadata = _unpack(record, path)
+    model = model_from_config(config)
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"{path}: the weights do not fit the model described by its config: {err}") from err
+    model = model.to(map_location)
+    if dtype is not None:
+        model = model.to(dtype)
+    model.metadata = metadata
+    return model.eval()
+
+
+def read_metadata(source: str | Path) -> dict[str, Any]:
+    """The metadata of a model file (or checkpoint) without building the model."""
+    path = Path(source)
+    return _unpack(_safe_load(path, "cpu"), path)[2]
+
+
+def _safe_load(path: Path, map_location: str | torch.device) -> Any:
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        reason = str(err).splitlines()[0]
+        raise ValueError(f"{path}: refused to load, it holds more than plain data and tensors ({reason})") from err
+    except (RuntimeError, EOFError) as err:
+        raise ValueError(f"{path}: not a readable torch file ({err})") from err
+
+
+def _unpack(record: Any, path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
+    """``(config, state_dict, metadata)`` of a model file or of a Lightning checkpoint of a gnnpot run."""
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}: not a gnnpot model file (a {type(record).__name__}, expected a dict)")
+    if record.get("format") == FORMAT:
+        version = record.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+            raise ValueError(
+                f"{path}: model file format version {version!r} is not supported by this gnnpot "
+                f"(reads versions 1..{FORMAT_VERSION}); upgrade gnnpot to read it"
+            )
+        return dict(record["config"]), dict(record["state_dict"]), dict(record.get("metadata", {}))
+    if "state_dict" in record and isinstance(record.get("gnnpot"), dict):
+        return _from_checkpoint(record, path)
+    raise ValueError(f"{path}: neither a gnnpot model file nor a Lightning checkpoint of a gnnpot run")
+
+
+def _from_checkpoint(record: dict[str, Any], path: Path) -> tuple[dict, dict, dict]:
+    """Config, weights (EMA when present) and metadata of a Lightning checkpoint of a gnnpot run."""
+    info = record["gnnpot"]
+    config = dict(info["model_config"])
+    # Checkpoints written before model files existed keyed E0 by the atomic number as a string.
+    config["e0"] = {int(z): float(v) for z, v in config.get("e0", {}).items()}
+    weights = record["state_dict"]
+    prefix = _EMA_PREFIX if info.get("ema") and any(k.startswith(_EMA_PREFIX) for k in weights) else _MODEL_PREFIX
+    state_dict = {name[len(prefix) :]: tensor for name, tensor in weights.items() if name.startswith(prefix)}
+    if not state_dict:
+        raise ValueError(f"{path}: the checkpoint holds no weights under {prefix!r}")
+    e0 = config.get("e0", {})
+    metadata = {
+        "format_version": FORMAT_VERSION,
+        "gnnpot_version": info.get("gnnpot_version"),
+        "representation": config["representation"],
+        "elements": [chemical_symbols[int(z)] for z in config["elements"]],
+        "cutoff": float(config["cutoff"]),
+        "units": dict(info.get("units", keys.UNITS)),
+        "e0": {chemical_symbols[int(z)]: float(v) for z, v in e0.items()},
+        "scale": float(config.get("scale", 1.0)),
+        "weights": "ema" if prefix == _EMA_PREFIX else "raw",
+        "training_data_sha256": info.get("training_data_sha256"),
+        "checkpoint": str(path),
+        "epoch": record.get("epoch"),
+        "global_step": record.get("global_step"),
+    }
+    return config, state_dict, metadata
+
+
+def plain_data(value: Any) -> Any:
+    """Dicts/lists/numbers/strings only, with string-or-int keys, safe for ``weights_only`` loading."""
+    if isinstance(value, Mapping):
+        return {k if isinstance(k, int | str) else str(k): plain_data(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain_data(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return value
