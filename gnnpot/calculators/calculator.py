@@ -1,8 +1,9 @@
-"""``GNNPotCalculator``: any gnnpot model as an ASE calculator."""
+"""``GNNPotCalculator``: one gnnpot model, or a committee of them, as an ASE calculator."""
 
 from __future__ import annotations
 
-import copy
+from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -11,41 +12,88 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.data import chemical_symbols
 
 from gnnpot import keys
-from gnnpot.data import AtomicData
-from gnnpot.models import ForceField
+from gnnpot.data import AtomicData, DataError, SkinNeighborList
+from gnnpot.data.atomic_data import MIN_DISTANCE
+from gnnpot.models import ForceField, clone_model, load_model
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+ModelLike = ForceField | str | Path
 
 
 class GNNPotCalculator(Calculator):
     """Energy, free energy, forces, stress (periodic cells) and per-atom energies.
 
+    Given several models (a committee), the results are their means, plus ``energy_std`` (eV),
+    ``forces_std`` ([N] eV/Å: per atom, the root-mean-square deviation of the members' force
+    vectors from the mean) and ``stress_std`` (Voigt [6], eV/Å³), each the spread over the members.
+
+    The neighbour list is kept between calls and rebuilt only when an atom has moved more than
+    ``skin / 2`` or the cell changed (:class:`~gnnpot.data.SkinNeighborList`); the results are the
+    same as with a fresh list at every call.
+
     Args:
-        model: a :class:`ForceField`, e.g. from :func:`gnnpot.build_model`. It is copied when
-            ``dtype`` or ``device`` differ from its own, so the caller's model is left as it was.
-        dtype: ``"float32"``, ``"float64"`` or a torch dtype; default is the model's own.
+        model: a :class:`ForceField`, a model file, a Lightning checkpoint, a run folder, a
+            pretrained name (``gnnpot.list_pretrained()``), or a sequence of these (a committee).
+            Models are copied when ``dtype`` or ``device`` differ, so the caller's are left alone.
+        dtype: ``"float32"``, ``"float64"`` or a torch dtype; default: the (first) model's own.
         device: torch device to run on.
+        skin: extra neighbour-list radius, Å; 0 rebuilds the list at every call.
     """
 
-    implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
+    implemented_properties = [
+        "energy",
+        "free_energy",
+        "forces",
+        "stress",
+        "energies",
+        "energy_std",
+        "forces_std",
+        "stress_std",
+    ]
 
     def __init__(
         self,
-        model: ForceField,
+        model: ModelLike | Sequence[ModelLike],
         dtype: str | torch.dtype | None = None,
         device: str | torch.device = "cpu",
+        skin: float = 0.5,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        dtype = _DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
         if isinstance(dtype, str):
-            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
-        own_dtype = next(model.parameters()).dtype
-        self.dtype = dtype or own_dtype
+            if dtype not in _DTYPES:
+                raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+            dtype = _DTYPES[dtype]
         self.device = torch.device(device)
-        if self.dtype != own_dtype or next(model.parameters()).device != self.device:
-            model = copy.deepcopy(model).to(device=self.device, dtype=self.dtype)
-        self.model = model.eval()
+        members = list(model) if isinstance(model, Sequence) and not isinstance(model, str) else [model]
+        if not members:
+            raise ValueError("give at least one model")
+        members = [m if isinstance(m, ForceField) else load_model(m) for m in members]
+        self.dtype = dtype or next(members[0].parameters()).dtype
+        self.models = [self._prepare(m) for m in members]
+        cutoffs = {m.cutoff for m in self.models}
+        elements = {tuple(m.elements) for m in self.models}
+        if len(cutoffs) > 1 or len(elements) > 1:
+            raise ValueError(
+                f"committee members must share cutoff and elements, got cutoffs {sorted(cutoffs)} "
+                f"and elements {sorted(elements)}"
+            )
+        self.cutoff = self.models[0].cutoff
+        self.elements = self.models[0].elements
+        self.neighbors = SkinNeighborList(self.cutoff, skin=skin)
+        self.min_distance = float("inf")  # shortest interatomic distance (within the cutoff) at the last call
+
+    @property
+    def model(self) -> ForceField:
+        """The model (the first member of a committee)."""
+        return self.models[0]
+
+    def _prepare(self, model: ForceField) -> ForceField:
+        parameter = next(model.parameters())
+        if parameter.dtype != self.dtype or parameter.device != self.device:
+            model = clone_model(model).to(device=self.device, dtype=self.dtype)
+        return model.eval()
 
     def calculate(
         self,
@@ -54,32 +102,67 @@ class GNNPotCalculator(Calculator):
         system_changes: list[str] = all_changes,
     ) -> None:
         super().calculate(atoms, properties or ["energy"], system_changes)
-        atoms = self.atoms
-        known = set(self.model.elements)
-        unknown = sorted({int(z) for z in atoms.numbers} - known)
-        if unknown:
-            raise ValueError(
-                f"model knows elements {[chemical_symbols[z] for z in sorted(known)]}, "
-                f"got unknown element(s) {[chemical_symbols[z] for z in unknown]}"
-            )
-        data = AtomicData.from_atoms(atoms, self.model.cutoff, source="GNNPotCalculator", dtype=self.dtype)
-        out = self.model(data.to(self.device))
-        energy = float(out[keys.ENERGY].detach()[0])
+        data = self._graph(self.atoms)
+        outputs = [model(data) for model in self.models]
+        energy = torch.stack([out[keys.ENERGY].detach()[0] for out in outputs]).cpu().double().numpy()
+        forces = torch.stack([out[keys.FORCES].detach() for out in outputs]).cpu().double().numpy()
+        energies = torch.stack([out[keys.ATOMIC_ENERGY].detach() for out in outputs]).cpu().double().numpy()
         self.results = {
-            "energy": energy,
-            "free_energy": energy,
-            "forces": out[keys.FORCES].detach().cpu().double().numpy(),
-            "energies": out[keys.ATOMIC_ENERGY].detach().cpu().double().numpy(),
+            "energy": float(energy.mean()),
+            "free_energy": float(energy.mean()),
+            "forces": forces.mean(axis=0),
+            "energies": energies.mean(axis=0),
         }
-        if atoms.pbc.all():
-            stress = out[keys.STRESS].detach().cpu().double().numpy()[0]
-            self.results["stress"] = _matrix_to_voigt(stress)
+        committee = len(self.models) > 1
+        if committee:
+            self.results["energy_std"] = float(energy.std())
+            deviation = forces - forces.mean(axis=0)
+            self.results["forces_std"] = np.sqrt(np.mean(np.sum(deviation**2, axis=-1), axis=0))
+        if self.atoms.pbc.all():
+            stress = np.stack(
+                [_matrix_to_voigt(out[keys.STRESS][0].detach().cpu().double().numpy()) for out in outputs]
+            )
+            self.results["stress"] = stress.mean(axis=0)
+            if committee:
+                self.results["stress_std"] = stress.std(axis=0)
         elif "stress" in (properties or []):
             raise PropertyNotImplementedError("stress needs a cell that is periodic in all three directions")
+
+    def _graph(self, atoms: Atoms) -> AtomicData:
+        """The graph of ``atoms`` from the kept neighbour list, with the checks of :meth:`AtomicData.from_atoms`."""
+        unknown = sorted({int(z) for z in atoms.numbers} - set(self.elements))
+        if unknown:
+            raise ValueError(
+                f"model knows elements {[chemical_symbols[z] for z in self.elements]}, "
+                f"got unknown element(s) {[chemical_symbols[z] for z in unknown]}"
+            )
+        positions = atoms.positions
+        if not np.isfinite(positions).all():
+            bad = np.flatnonzero(~np.isfinite(positions).all(axis=1))
+            raise DataError(f"GNNPotCalculator: positions of atoms {bad.tolist()} are NaN or inf")
+        try:
+            i, j, shifts, distances = self.neighbors.update(positions, atoms.cell.array, atoms.pbc)
+        except ValueError as err:
+            raise DataError(f"GNNPotCalculator: {err}") from err
+        self.min_distance = float(distances.min()) if len(distances) else float("inf")
+        if self.min_distance < MIN_DISTANCE:
+            k = int(np.argmin(distances))
+            raise DataError(
+                f"GNNPotCalculator: atoms {i[k]} and {j[k]} are {distances[k]:.4f} Å apart "
+                f"(minimum {MIN_DISTANCE} Å); overlapping atoms"
+            )
+        return AtomicData(
+            z=torch.as_tensor(atoms.numbers, dtype=torch.long),
+            pos=torch.as_tensor(positions, dtype=self.dtype),
+            cell=torch.as_tensor(atoms.cell.array, dtype=self.dtype).unsqueeze(0),
+            pbc=torch.as_tensor(atoms.pbc).unsqueeze(0),
+            natoms=torch.tensor([len(atoms)]),
+            edge_index=torch.as_tensor(np.stack([i, j])),
+            edge_shift=torch.as_tensor(shifts),
+            num_nodes=len(atoms),
+        ).to(self.device)
 
 
 def _matrix_to_voigt(matrix: np.ndarray) -> np.ndarray:
     """3x3 to ASE's Voigt order (xx, yy, zz, yz, xz, xy)."""
-    return np.array(
-        [matrix[0, 0], matrix[1, 1], matrix[2, 2], matrix[1, 2], matrix[0, 2], matrix[0, 1]]
-    )
+    return np.array([matrix[0, 0], matrix[1, 1], matrix[2, 2], matrix[1, 2], matrix[0, 2], matrix[0, 1]])

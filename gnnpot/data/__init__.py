@@ -4,7 +4,7 @@ from typing import Any
 
 from gnnpot.data.atomic_data import AtomicData, DataError
 from gnnpot.data.io import Frames, build_graphs, check_atoms, frame_labels, read_frames, read_index_file, write_frames
-from gnnpot.data.neighbors import neighbor_list, neighbor_list_arrays
+from gnnpot.data.neighbors import SkinNeighborList, neighbor_list, neighbor_list_arrays
 from gnnpot.data.stats import (
     dataset_stats,
     fit_e0,
@@ -20,6 +20,7 @@ __all__ = [
     "AtomsDataModule",
     "DataError",
     "Frames",
+    "SkinNeighborList",
     "build_graphs",
     "check_atoms",
     "dataset_stats",

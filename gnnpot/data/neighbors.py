@@ -109,3 +109,61 @@ def _complete_cell(cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
     if not abs(np.linalg.det(cell)) >= _MIN_VOLUME:
         raise ValueError(f"periodic cell has zero volume: cell={cell.tolist()}, pbc={pbc.tolist()}")
     return cell
+
+
+class SkinNeighborList:
+    """A neighbour list reused across MD steps (a Verlet list).
+
+    The list is built with vesin at ``cutoff + skin`` and kept while no atom has moved more than
+    ``skin / 2`` since the build and the cell, periodicity and atom count are unchanged: then no
+    pair can have come within ``cutoff`` unseen. Each call filters the kept pairs to those within
+    ``cutoff`` now. Edges are returned in a canonical order (by ``i``, ``j``, shift), so the result
+    is the same array as a fresh build would give (``skin=0`` rebuilds every call).
+
+    Args:
+        cutoff: radius of the returned pairs, Å.
+        skin: extra radius of the kept list, Å (>= 0).
+    """
+
+    def __init__(self, cutoff: float, skin: float = 0.5) -> None:
+        self.cutoff = _check_cutoff(cutoff)
+        if not skin >= 0:
+            raise ValueError(f"skin must be >= 0, got {skin!r}")
+        self.skin = float(skin)
+        self.num_builds = 0
+        self._ref: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def update(
+        self, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(i, j, shifts, distances)`` of every pair within ``cutoff`` (see :func:`neighbor_list_arrays`)."""
+        positions = np.asarray(positions, dtype=np.float64)
+        cell = np.asarray(cell, dtype=np.float64).reshape(3, 3)
+        pbc = np.asarray(pbc, dtype=bool).reshape(3)
+        if self._needs_build(positions, cell, pbc):
+            i, j, shifts = neighbor_list_arrays(positions, cell, pbc, self.cutoff + self.skin)
+            order = np.lexsort((shifts[:, 2], shifts[:, 1], shifts[:, 0], j, i))
+            self._pairs = (i[order], j[order], shifts[order])
+            self._ref = (positions.copy(), cell.copy(), pbc.copy())
+            self.num_builds += 1
+        i, j, shifts = self._pairs
+        distances = np.linalg.norm(positions[j] - positions[i] + shifts @ cell, axis=1)
+        keep = distances < self.cutoff
+        return i[keep], j[keep], shifts[keep], distances[keep]
+
+    def _needs_build(self, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> bool:
+        if self._ref is None or self.skin == 0.0:
+            return True
+        ref_positions, ref_cell, ref_pbc = self._ref
+        if ref_positions.shape != positions.shape or not np.array_equal(ref_pbc, pbc):
+            return True
+        if not np.array_equal(ref_cell, cell):
+            return True
+        if len(positions) == 0:
+            return False
+        moved = np.max(np.sum((positions - ref_positions) ** 2, axis=1))
+        return bool(moved > (0.5 * self.skin) ** 2)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(cutoff={self.cutoff}, skin={self.skin}, num_builds={self.num_builds})"

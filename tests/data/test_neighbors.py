@@ -141,3 +141,24 @@ def test_bad_cutoff(cutoff):
 def test_degenerate_periodic_cell(cell, pbc):
     with pytest.raises(ValueError, match="zero"):
         neighbor_list_arrays(np.zeros((1, 3)), np.asarray(cell), pbc, 2.0)
+
+
+@pytest.mark.parametrize("pbc", [(True, True, True), (True, True, False), (False, False, False)])
+def test_skin_list_equals_a_fresh_list_as_atoms_move(pbc):
+    from gnnpot.data.neighbors import SkinNeighborList
+
+    rng = np.random.default_rng(4)
+    cell = np.array([[6.0, 0.0, 0.0], [1.5, 5.5, 0.0], [0.7, -0.9, 6.2]])
+    positions = rng.uniform(0, 1, (20, 3)) @ cell
+    kept, fresh = SkinNeighborList(3.0, skin=0.8), SkinNeighborList(3.0, skin=0.0)
+    for _ in range(40):
+        positions = positions + rng.normal(scale=0.05, size=positions.shape)
+        a, b = kept.update(positions, cell, pbc), fresh.update(positions, cell, pbc)
+        for x, y in zip(a, b):
+            assert np.array_equal(x, y)
+        expected = {(int(i), int(j), *map(int, s)) for i, j, s in zip(*neighbor_list_arrays(positions, cell, pbc, 3.0))}
+        assert {(int(i), int(j), *map(int, s)) for i, j, s in zip(*a[:3])} == expected
+    assert fresh.num_builds == 40 and 2 <= kept.num_builds < 20
+    np.testing.assert_allclose(a[3], np.linalg.norm(positions[a[1]] - positions[a[0]] + a[2] @ cell, axis=1))
+    with pytest.raises(ValueError, match="skin must be >= 0"):
+        SkinNeighborList(3.0, skin=-1.0)
