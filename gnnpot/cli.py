@@ -7,10 +7,17 @@
                            [--isolated-atoms FILE] [--e0 {auto,isolated,lstsq}]
     gnnpot data download rmd17 [--out DIR] [--molecules M ...] [--url URL] [--sha256 HEX]
     gnnpot fit|validate|test --config FILE [--trainer.* ...] [--model.* ...] [--data.* ...]
-    gnnpot eval --model CKPT (--data FILE | --split split.json) [--json] [--plot PNG]
+    gnnpot eval --model MODEL (--data FILE | --split split.json) [--json] [--plot PNG]
+    gnnpot export RUN_OR_CKPT OUT [--test-data FILE | --no-eval]
+    gnnpot md --model MODEL [MODEL ...] --structure FILE --ensemble nve|nvt|npt --temperature K
+              --timestep FS --steps N [--out TRAJ] [--log FILE] [--max-force-std X] [--min-distance R]
+    gnnpot relax --model MODEL --structure FILE [--fmax F] [--cell] [--out FILE]
+    gnnpot pretrained [--json]
 
-:func:`main` dispatches on the first word. ``data`` and ``eval`` are handled here with argparse;
-``fit``, ``validate`` and ``test`` go to the LightningCLI subclass
+MODEL is a model file, a Lightning checkpoint of a run, a run folder or a pretrained name.
+
+:func:`main` dispatches on the first word. ``data``, ``eval``, ``export``, ``md``, ``relax`` and
+``pretrained`` are handled here with argparse; ``fit``, ``validate`` and ``test`` go to the LightningCLI subclass
 :class:`gnnpot.training.cli.GNNPotCLI` through :func:`_training_main`.
 """
 
@@ -22,6 +29,8 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from ase import Atoms
 
 from gnnpot.data.atomic_data import DataError
 from gnnpot.data.io import LABEL_NAMES, read_frames, write_frames
@@ -38,9 +47,15 @@ commands:
   fit, validate, test
                   train and evaluate with a config: gnnpot fit --config configs/painn_demo.yaml
                   (LightningCLI: --trainer.*, --model.*, --data.*, --ckpt_path; see gnnpot fit -h)
-  eval            metrics of a trained checkpoint on any dataset (rMD17 npz, extxyz, ASE db)
+  eval            metrics of a trained model on any dataset (rMD17 npz, extxyz, ASE db)
+  export          write a training run as a model file (config + weights + metadata, test metrics)
+  md              molecular dynamics (NVE, NVT, NPT) with a model or a committee
+  relax           geometry (and cell) optimisation
+  pretrained      the pretrained models shipped with gnnpot
 
-Run `gnnpot data -h`, `gnnpot fit -h` or `gnnpot eval -h` for details."""
+MODEL arguments take a model file, a run's checkpoint, a run folder or a pretrained name.
+
+Run `gnnpot <command> -h` for details."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -200,13 +215,14 @@ def _parse_key_map(text: str) -> dict[str, str]:
 
 
 def eval_main(argv: Sequence[str]) -> int:
-    """``gnnpot eval --model CKPT --data FILE``: energy, force and stress errors in meV."""
+    """``gnnpot eval --model MODEL --data FILE``: energy, force and stress errors in meV."""
     parser = argparse.ArgumentParser(
         prog="gnnpot eval",
-        description="Metrics of a trained model (a Lightning checkpoint of a gnnpot run, read with "
-        "weights_only=True) on a labelled dataset: energy per atom and per structure, forces, stress.",
+        description="Metrics of a trained model (a model file, a Lightning checkpoint of a gnnpot run, a run "
+        "folder or a pretrained name; read with weights_only=True) on a labelled dataset: energy per atom "
+        "and per structure, forces, stress.",
     )
-    parser.add_argument("--model", required=True, help="checkpoint, e.g. runs/painn/version_0/checkpoints/best.ckpt")
+    parser.add_argument("--model", required=True, help="e.g. runs/painn/version_0/checkpoints/best.ckpt")
     parser.add_argument("--data", default=None, help="extxyz (or any ase.io format), ASE .db or MD17/rMD17 .npz")
     parser.add_argument("--split", default=None, help="a run's split.json: evaluate the frames of --subset")
     parser.add_argument("--subset", default="test", choices=("train", "val", "test"), help="split entry (default test)")
@@ -217,58 +233,54 @@ def eval_main(argv: Sequence[str]) -> int:
     parser.add_argument("--plot", default=None, help="write a parity plot to this PNG")
     parser.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(list(argv))
+    return _guarded("eval", _eval, args)
+
+
+def _guarded(command: str, run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run a subcommand; bad input becomes one error line and exit status 1."""
     try:
-        return _eval(args)
-    except (DataError, OSError, ValueError, RuntimeError) as err:
-        print(f"gnnpot eval: error: {err}", file=sys.stderr)
+        return run(args)
+    except (DataError, OSError, ValueError, RuntimeError, KeyError) as err:
+        print(f"gnnpot {command}: error: {err}", file=sys.stderr)
         return 1
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from gnnpot.data.io import build_graphs
-    from gnnpot.training.evaluate import describe, load_checkpoint, predict, split_entry
+    from gnnpot.models import load_model
+    from gnnpot.training.evaluate import evaluate_file, split_entry
     from gnnpot.training.metrics import METRIC_UNITS
     from gnnpot.training.plots import parity_plot
 
     if (args.data is None) == (args.split is None):
         raise ValueError("give exactly one of --data FILE and --split split.json")
-    module = load_checkpoint(args.model, map_location=args.device)
+    model = load_model(args.model, map_location=args.device)
+    indices = None
     if args.split is not None:
         path, indices = split_entry(args.split, args.subset)
-        frames = read_frames(path, key_map=args.key_map, require=()).select(indices)
     else:
         path = args.data
-        frames = read_frames(path, index=args.index, key_map=args.key_map, require=())
-    if len(frames) == 0:
-        raise ValueError(f"{path}: no frames to evaluate")
-    start = time.perf_counter()
-    graphs = build_graphs(frames, module.hparams.cutoff)
-    metrics, predictions = predict(module.inference_model, graphs, batch_size=args.batch_size)
-    seconds = time.perf_counter() - start
+    summary, predictions = evaluate_file(
+        model, path, indices=indices, index=args.index, key_map=args.key_map, batch_size=args.batch_size
+    )
     plot = str(parity_plot(predictions, args.plot, Path(path).name)) if args.plot else None
+    metrics = summary["metrics"]
+    info = {k: model.metadata.get(k) for k in ("representation", "cutoff", "elements", "e0", "scale", "weights")}
     result = {
         "model": str(args.model),
-        "data": str(path),
         "subset": args.subset if args.split else None,
-        "num_frames": len(frames),
-        "num_atoms": sum(len(atoms) for atoms in frames),
-        "seconds": seconds,
-        "metrics": metrics,
+        **summary,
         "units": {name: METRIC_UNITS[name] for name in metrics},
-        "model_info": describe(module),
+        "model_info": info,
         "plot": plot,
     }
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
         return 0
-    info = result["model_info"]
-    print(
-        f"model   {args.model} ({info['representation']}, cutoff {info['cutoff']} Å, "
-        f"{'EMA' if info['ema'] else 'raw'} weights)"
-    )
+    weights = f", {info['weights'].replace('ema', 'EMA')} weights" if info["weights"] else ""
+    print(f"model   {args.model} ({info['representation']}, cutoff {info['cutoff']} Å{weights})")
     print(
         f"data    {path}{f' [{args.subset} split]' if args.split else ''}: "
-        f"{result['num_frames']} frames, {result['num_atoms']} atoms ({seconds:.1f} s)"
+        f"{summary['num_frames']} frames, {summary['num_atoms']} atoms ({summary['seconds']:.1f} s)"
     )
     print(format_metrics(metrics))
     if plot:
@@ -295,5 +307,214 @@ def format_metrics(metrics: dict[str, float]) -> str:
     return "\n".join(rows)
 
 
+# --- gnnpot export / pretrained ------------------------------------------------------------------
+
+
+def export_main(argv: Sequence[str]) -> int:
+    """``gnnpot export RUN_OR_CKPT OUT``: a run's model (EMA weights) as a model file."""
+    parser = argparse.ArgumentParser(
+        prog="gnnpot export",
+        description="Write a training run's model as a model file (config + weights + metadata; no pickled "
+        "objects). The metadata gets the run's config.yaml as its recipe, the training-data hash and the "
+        "test metrics, measured on --test-data or on the run's test split.",
+    )
+    parser.add_argument("source", help="run folder (uses checkpoints/best.ckpt) or a checkpoint")
+    parser.add_argument("out", help="model file to write, e.g. model.pt")
+    parser.add_argument("--test-data", default=None, help="labelled file for the test metrics")
+    parser.add_argument("--no-eval", action="store_true", help="do not measure test metrics")
+    args = parser.parse_args(list(argv))
+    return _guarded("export", _export, args)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from gnnpot.training.evaluate import export_model
+
+    path, metadata = export_model(args.source, args.out, test_data=args.test_data, evaluate=not args.no_eval)
+    size = path.stat().st_size
+    print(
+        f"wrote {path} ({size / 2**20:.2f} MiB, {metadata['num_parameters']:,} parameters, "
+        f"{metadata['representation']}, cutoff {metadata['cutoff']} Å, {metadata.get('weights', '')} weights)"
+    )
+    if "test_metrics" in metadata:
+        print(f"test metrics on {metadata['test_data']['file']} ({metadata['test_data']['num_frames']} frames):")
+        print(format_metrics(metadata["test_metrics"]))
+    return 0
+
+
+def pretrained_main(argv: Sequence[str]) -> int:
+    """``gnnpot pretrained``: names, descriptions and test metrics of the shipped models."""
+    parser = argparse.ArgumentParser(prog="gnnpot pretrained", description="The pretrained models.")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    args = parser.parse_args(list(argv))
+    return _guarded("pretrained", _pretrained, args)
+
+
+def _pretrained(args: argparse.Namespace) -> int:
+    from gnnpot.models.io import read_metadata
+    from gnnpot.models.pretrained import PRETRAINED, list_pretrained, pretrained_path
+
+    rows = []
+    for name in list_pretrained():
+        entry = PRETRAINED[name]
+        metrics = {}
+        if "file" in entry:  # hosted ones are not fetched just to list them
+            metrics = read_metadata(pretrained_path(name)).get("test_metrics", {})
+        rows.append({"name": name, "description": entry["description"], "test_metrics": metrics})
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    print(f"{'name':24s} {'E meV/atom':>10s} {'F meV/Å':>8s}  description")
+    for row in rows:
+        m = row["test_metrics"]
+        energy, forces = m.get("energy_per_atom_mae", float("nan")), m.get("forces_mae", float("nan"))
+        print(f"{row['name']:24s} {energy:10.3f} {forces:8.2f}  {row['description']}")
+    return 0
+
+
+# --- gnnpot md / relax --------------------------------------------------------------------------
+
+
+def _add_structure_arguments(parser: argparse.ArgumentParser, committee: bool) -> None:
+    nargs = "+" if committee else None
+    help_model = "model file, checkpoint, run folder or pretrained name" + (
+        "; several make a committee (mean and std)" if committee else ""
+    )
+    parser.add_argument("--model", required=True, nargs=nargs, help=help_model)
+    parser.add_argument("--structure", required=True, help="start structure: extxyz (any ase.io format), .db or .npz")
+    parser.add_argument("--index", default="-1", help="frame of --structure to start from (default -1, the last)")
+    parser.add_argument("--dtype", default="float64", choices=("float32", "float64"), help="(default float64)")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--skin", type=float, default=0.5, help="neighbour-list skin, Å; 0 rebuilds every step")
+
+
+def _read_structure(path: str, index: str) -> Atoms:
+    """One frame of any file :func:`read_frames` takes (extxyz, ASE db, rMD17 npz), checked, without labels."""
+    frames = read_frames(path, index=int(index), require=())
+    atoms = frames[0]
+    atoms.calc = None
+    return atoms
+
+
+def md_main(argv: Sequence[str]) -> int:
+    """``gnnpot md``: NVE, NVT or NPT with ASE's integrators."""
+    parser = argparse.ArgumentParser(
+        prog="gnnpot md",
+        description="Molecular dynamics through ASE: nve (velocity Verlet), nvt (Langevin), npt (isotropic "
+        "MTK). Logs time, temperature, E_pot, E_kin, E_tot and the drift of E_tot; stops early when atoms "
+        "come closer than --min-distance or the committee's force std passes --max-force-std.",
+    )
+    _add_structure_arguments(parser, committee=True)
+    parser.add_argument("--ensemble", default="nve", choices=("nve", "nvt", "npt"), help="(default nve)")
+    parser.add_argument("--temperature", type=float, default=300.0, help="K (default 300)")
+    parser.add_argument("--timestep", type=float, default=0.5, help="fs (default 0.5)")
+    parser.add_argument("--steps", type=int, default=1000, help="number of steps (default 1000)")
+    parser.add_argument("--out", default=None, help="trajectory: .traj (ASE) or extxyz (any other name)")
+    parser.add_argument("--log", default="-", help="log table file, '-' for stdout (default)")
+    parser.add_argument("--interval", type=int, default=10, help="steps between log lines and frames (default 10)")
+    parser.add_argument("--friction", type=float, default=0.01, help="Langevin friction, 1/fs (default 0.01)")
+    parser.add_argument("--pressure", type=float, default=0.0, help="NPT pressure, GPa (default 0)")
+    parser.add_argument("--tdamp", type=float, default=100.0, help="NPT thermostat time, fs (default 100)")
+    parser.add_argument("--pdamp", type=float, default=1000.0, help="NPT barostat time, fs (default 1000)")
+    parser.add_argument("--max-force-std", type=float, default=None, help="stop above this committee std, eV/Å")
+    parser.add_argument("--min-distance", type=float, default=0.5, help="stop below this distance, Å (default 0.5)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the velocities and noise (default 0)")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    args = parser.parse_args(list(argv))
+    return _guarded("md", _md, args)
+
+
+def _md(args: argparse.Namespace) -> int:
+    from gnnpot.calculators import GNNPotCalculator, run_md
+
+    atoms = _read_structure(args.structure, args.index)
+    calc = GNNPotCalculator(args.model, dtype=args.dtype, device=args.device, skin=args.skin)
+    log = sys.stdout if args.log == "-" and not args.json else (None if args.log == "-" else args.log)
+    result = run_md(
+        atoms,
+        calc,
+        ensemble=args.ensemble,
+        temperature=args.temperature,
+        timestep=args.timestep,
+        steps=args.steps,
+        trajectory=args.out,
+        logfile=log,
+        interval=args.interval,
+        friction=args.friction,
+        pressure=args.pressure,
+        tdamp=args.tdamp,
+        pdamp=args.pdamp,
+        max_force_std=args.max_force_std,
+        min_distance=args.min_distance,
+        seed=args.seed,
+    )
+    summary = {"structure": args.structure, "num_atoms": len(atoms), "ensemble": args.ensemble, **result.as_dict()}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        conserved = "" if args.ensemble == "nve" else " (thermostatted: E_tot is not conserved)"
+        print(
+            f"{result.steps} steps, {result.time_ps:.3f} ps of {args.ensemble.upper()}, {len(atoms)} atoms, "
+            f"{result.steps_per_second:.1f} steps/s, {result.neighbor_list_builds} neighbour-list builds\n"
+            f"energy drift{conserved}: max |E_tot - E_tot(0)| = {result.max_abs_drift_mev_per_atom:.4f} meV/atom, "
+            f"rate {result.drift_rate_mev_per_atom_ps:+.4f} meV/atom/ps, mean T {result.mean_temperature:.1f} K"
+        )
+        if args.out:
+            print(f"trajectory {args.out}")
+    if result.stopped:
+        print(f"gnnpot md: {result.stopped}", file=sys.stderr)
+        return 3
+    return 0
+
+
+def relax_main(argv: Sequence[str]) -> int:
+    """``gnnpot relax``: FIRE/BFGS/LBFGS on positions, and on the cell with --cell."""
+    parser = argparse.ArgumentParser(
+        prog="gnnpot relax", description="Relax a structure (positions, and the cell with --cell) with ASE."
+    )
+    _add_structure_arguments(parser, committee=False)
+    parser.add_argument("--fmax", type=float, default=0.05, help="force criterion, eV/Å (default 0.05)")
+    parser.add_argument("--steps", type=int, default=1000, help="maximum steps (default 1000)")
+    parser.add_argument("--cell", action="store_true", help="relax the cell too (FrechetCellFilter)")
+    parser.add_argument("--optimizer", default="fire", choices=("fire", "bfgs", "lbfgs"), help="(default fire)")
+    parser.add_argument("--out", default=None, help="write the relaxed structure (extxyz, with its results)")
+    parser.add_argument("--trajectory", default=None, help="ASE .traj of the optimisation")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    args = parser.parse_args(list(argv))
+    return _guarded("relax", _relax, args)
+
+
+def _relax(args: argparse.Namespace) -> int:
+    from ase.io import write
+
+    from gnnpot.calculators import GNNPotCalculator, relax
+
+    atoms = _read_structure(args.structure, args.index)
+    calc = GNNPotCalculator(args.model, dtype=args.dtype, device=args.device, skin=args.skin)
+    result = relax(
+        atoms, calc, fmax=args.fmax, steps=args.steps, cell=args.cell, optimizer=args.optimizer,
+        trajectory=args.trajectory, logfile="-" if not args.json else None,
+    )  # fmt: skip
+    if args.out:
+        write(args.out, atoms, format="extxyz")
+    if args.json:
+        print(json.dumps({"structure": args.structure, **result.as_dict(), "out": args.out}, indent=2))
+    else:
+        state = "converged" if result.converged else "NOT converged"
+        print(
+            f"{state} in {result.steps} steps ({result.seconds:.1f} s): E {result.initial_energy:.6f} -> "
+            f"{result.final_energy:.6f} eV, max force {result.final_max_force:.4f} eV/Å"
+        )
+        if args.out:
+            print(f"relaxed structure {args.out}")
+    return 0 if result.converged else 3
+
+
 # First word -> handler. Training commands are routed by _training_main.
-COMMANDS: dict[str, Callable[[list[str]], int]] = {"data": data_main, "eval": eval_main}
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "data": data_main,
+    "eval": eval_main,
+    "export": export_main,
+    "md": md_main,
+    "relax": relax_main,
+    "pretrained": pretrained_main,
+}

@@ -164,7 +164,30 @@ def wandb_logger(run_dir: str, name: str, project: str) -> Logger:
 
 
 def training_main(argv: Sequence[str]) -> int:
-    """Run ``gnnpot fit|validate|test ...``; returns the exit status."""
+    """Run ``gnnpot fit|validate|test ...``; returns the exit status.
+
+    ``gnnpot fit ... --ensemble N`` trains N members one after another, member k with seed
+    ``seed_everything + k`` in run version ``ensemble_k`` (or ``<version>_k`` when ``--run.version``
+    is given): a committee for :class:`~gnnpot.calculators.GNNPotCalculator`.
+    """
+    argv = list(argv)
+    members = _pop_option(argv, "--ensemble")
+    if members is None:
+        return _run_cli(argv)
+    if argv[0] != "fit" or not members.isdigit() or int(members) < 1:
+        print(f"gnnpot: error: --ensemble takes a positive number and only works with fit, got {members!r}")
+        return 2
+    seed = int(_pop_option(argv, "--seed_everything") or _config_value(argv, "seed_everything") or 0)
+    version = _pop_option(argv, "--run.version")
+    for k in range(int(members)):
+        member = f"{version}_{k}" if version is not None else f"ensemble_{k}"
+        status = _run_cli([*argv, "--seed_everything", str(seed + k), "--run.version", member])
+        if status != 0:
+            return status
+    return 0
+
+
+def _run_cli(argv: list[str]) -> int:
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
@@ -172,3 +195,31 @@ def training_main(argv: Sequence[str]) -> int:
     except SystemExit as exit_:  # argument errors and --help
         return exit_.code if isinstance(exit_.code, int) else 1
     return 0
+
+
+def _pop_option(argv: list[str], name: str) -> str | None:
+    """Remove ``name VALUE`` or ``name=VALUE`` from ``argv``; return the value (the last one given)."""
+    value = None
+    k = 0
+    while k < len(argv):
+        if argv[k] == name and k + 1 < len(argv):
+            value = argv[k + 1]
+            del argv[k : k + 2]
+        elif argv[k].startswith(name + "="):
+            value = argv[k].split("=", 1)[1]
+            del argv[k]
+        else:
+            k += 1
+    return value
+
+
+def _config_value(argv: list[str], key: str) -> Any:
+    """``key`` from the ``--config`` files in ``argv`` (the last file that sets it wins)."""
+    import yaml
+
+    value = None
+    for k, arg in enumerate(argv[:-1]):
+        if arg == "--config":
+            loaded = yaml.safe_load(Path(argv[k + 1]).read_text()) or {}
+            value = loaded.get(key, value)
+    return value

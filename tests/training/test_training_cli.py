@@ -143,3 +143,39 @@ def test_help_and_bad_arguments(capsys):
     out = capsys.readouterr().out
     assert "--model.representation" in out and "--run.logger" in out and "--checkpoint.monitor" in out
     assert main(["fit", "--config", "configs/painn_demo.yaml", "--model.optimizer", "sgd"]) != 0
+
+
+def test_export_writes_a_model_file_with_recipe_and_test_metrics(trained, capsys, tmp_path):
+    from gnnpot import load_model, read_metadata
+
+    out = tmp_path / "model.pt"
+    assert main(["export", str(trained), str(out)]) == 0
+    assert "test metrics on" in capsys.readouterr().out
+    meta = read_metadata(out)
+    assert meta["weights"] == "ema" and "seed_everything" in meta["recipe"]
+    assert len(meta["training_data_sha256"]) == 64 and meta["test_data"]["num_frames"] > 0
+    assert main(["eval", "--model", str(out), "--split", str(trained / "split.json"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["metrics"]["forces_mae"] == pytest.approx(meta["test_metrics"]["forces_mae"], rel=1e-6)
+    checkpoint = torch.load(trained / "checkpoints" / "best.ckpt", weights_only=True)
+    ema = {k.removeprefix("ema.module."): v for k, v in checkpoint["state_dict"].items() if k.startswith("ema.module.")}
+    for name, tensor in load_model(out).state_dict().items():
+        assert torch.equal(tensor, ema[name]), name
+    assert main(["export", str(tmp_path / "nothing"), str(tmp_path / "x.pt")]) == 1
+    assert "gnnpot export: error" in capsys.readouterr().err
+
+
+def test_fit_ensemble_trains_members_with_different_seeds(emt_file, tmp_path, monkeypatch_module):
+    from gnnpot import GNNPotCalculator
+    from gnnpot.data import read_frames
+
+    run_dir = tmp_path / "runs"
+    assert main(fit_args(emt_file, run_dir, "--ensemble", "2", "--run.plots=false")) == 0
+    members = [run_dir / "tiny" / f"ensemble_{k}" for k in range(2)]
+    seeds = [yaml.safe_load((m / "config.yaml").read_text())["seed_everything"] for m in members]
+    assert seeds == [0, 1]
+    atoms = read_frames(emt_file, index="0:1")[0]
+    atoms.calc = GNNPotCalculator([str(m) for m in members])
+    atoms.get_potential_energy()
+    assert atoms.calc.results["energy_std"] > 0 and atoms.calc.results["forces_std"].max() > 0
+    assert main(["validate", "--ensemble", "2"]) == 2
