@@ -35,7 +35,7 @@ class GNNPotCalculator(Calculator):
     Args:
         model: a :class:`ForceField`, a model file, a Lightning checkpoint, a run folder, a
             pretrained name (``gnnpot.list_pretrained()``), or a sequence of these (a committee).
-            Models are copied when ``dtype`` or ``device`` differ, so the caller's are left alone.
+            The calculator works on its own frozen copies, so the caller's models are left alone.
         dtype: ``"float32"``, ``"float64"`` or a torch dtype; default: the (first) model's own.
         device: torch device to run on.
         skin: extra neighbour-list radius, Å; 0 rebuilds the list at every call.
@@ -69,9 +69,10 @@ class GNNPotCalculator(Calculator):
         members = list(model) if isinstance(model, Sequence) and not isinstance(model, str) else [model]
         if not members:
             raise ValueError("give at least one model")
-        members = [m if isinstance(m, ForceField) else load_model(m) for m in members]
+        # The calculator keeps its own copies, frozen: forces need gradients for positions only.
+        members = [clone_model(m) if isinstance(m, ForceField) else load_model(m) for m in members]
         self.dtype = dtype or next(members[0].parameters()).dtype
-        self.models = [self._prepare(m) for m in members]
+        self.models = [m.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False) for m in members]
         cutoffs = {m.cutoff for m in self.models}
         elements = {tuple(m.elements) for m in self.models}
         if len(cutoffs) > 1 or len(elements) > 1:
@@ -88,12 +89,6 @@ class GNNPotCalculator(Calculator):
     def model(self) -> ForceField:
         """The model (the first member of a committee)."""
         return self.models[0]
-
-    def _prepare(self, model: ForceField) -> ForceField:
-        parameter = next(model.parameters())
-        if parameter.dtype != self.dtype or parameter.device != self.device:
-            model = clone_model(model).to(device=self.device, dtype=self.dtype)
-        return model.eval()
 
     def calculate(
         self,

@@ -387,7 +387,8 @@ def data_sha256(data: Iterable[AtomicData]) -> str:
     """A fingerprint of a training set: sha256 over each graph's numbers, geometry and labels.
 
     Stored with trained models, so two models can be told apart by the data they saw. The float
-    fields are hashed as float64, so the same frames give the same hash whatever their dtype.
+    fields are hashed at float32 precision, so the same frames give the same hash whether they are
+    stored in float32 (training) or float64.
     """
     import hashlib
 
@@ -398,7 +399,7 @@ def data_sha256(data: Iterable[AtomicData]) -> str:
             if value is None:
                 continue
             array = value.detach().cpu().numpy()
-            array = array.astype(np.float64) if array.dtype.kind == "f" else array.astype(np.int64)
+            array = array.astype(np.float32) if array.dtype.kind == "f" else array.astype(np.int64)
             digest.update(key.encode())
             digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()

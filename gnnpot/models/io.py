@@ -43,8 +43,8 @@ def save_model(model: ForceField, path: str | Path, metadata: Mapping[str, Any] 
     Args:
         model: a :class:`ForceField` with a config (every model from :func:`gnnpot.build_model`).
         path: the file to write (``.pt`` by convention).
-        metadata: extra plain data (test metrics, recipe, training-data hash, ...); it is merged
-            over the metadata derived from the model.
+        metadata: extra plain data (test metrics, recipe, training-data hash, ...); its entries
+            that are not ``None`` are merged over the metadata derived from the model.
     """
     if not model.config:
         raise ValueError("the model has no config to rebuild it from; build it with gnnpot.build_model")
@@ -53,7 +53,10 @@ def save_model(model: ForceField, path: str | Path, metadata: Mapping[str, Any] 
         "format_version": FORMAT_VERSION,
         "config": plain_data(model.config),
         "state_dict": {k: v.detach().cpu().clone() for k, v in clone_model(model).state_dict().items()},
-        "metadata": {**model_metadata(model), **plain_data(dict(metadata or {}))},
+        "metadata": {
+            **model_metadata(model),
+            **{k: v for k, v in plain_data(dict(metadata or {})).items() if v is not None},
+        },
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
