@@ -13,6 +13,7 @@
               --timestep FS --steps N [--out TRAJ] [--log FILE] [--max-force-std X] [--min-distance R]
     gnnpot relax --model MODEL --structure FILE [--fmax F] [--cell] [--out FILE]
     gnnpot pretrained [--json]
+    gnnpot benchmark [--models ...] [--sizes ...] [--peers ...] [--markdown docs/benchmarks.md]
 
 MODEL is a model file, a Lightning checkpoint of a run, a run folder or a pretrained name.
 
@@ -52,6 +53,7 @@ commands:
   md              molecular dynamics (NVE, NVT, NPT) with a model or a committee
   relax           geometry (and cell) optimisation
   pretrained      the pretrained models shipped with gnnpot
+  benchmark       speed workloads (training step, MD latency, batches, periodic Cu) against peers
 
 MODEL arguments take a model file, a run's checkpoint, a run folder or a pretrained name.
 
@@ -509,6 +511,13 @@ def _relax(args: argparse.Namespace) -> int:
     return 0 if result.converged else 3
 
 
+def _benchmark_main(argv: Sequence[str]) -> int:
+    """``gnnpot benchmark``: speed workloads against the peer packages (see :mod:`gnnpot.benchmark`)."""
+    from gnnpot.benchmark import main as benchmark_main
+
+    return benchmark_main(list(argv))
+
+
 # First word -> handler. Training commands are routed by _training_main.
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "data": data_main,
@@ -517,4 +526,6 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "md": md_main,
     "relax": relax_main,
     "pretrained": pretrained_main,
+    "benchmark": _benchmark_main,
 }
+
