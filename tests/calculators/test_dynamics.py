@@ -106,7 +106,8 @@ def test_relax_positions_and_cell():
     assert np.linalg.norm(atoms.get_forces(), axis=1).max() < 0.01
     atoms.set_cell(atoms.cell * 1.03, scale_atoms=True)
     result = relax(atoms, calc, fmax=0.01, steps=500, cell=True)
-    assert result.converged and np.abs(atoms.get_stress()).max() * atoms.get_volume() < 0.05
+    # FrechetCellFilter's cell "forces" are the virial divided by the number of atoms.
+    assert result.converged and np.abs(atoms.get_stress()).max() * atoms.get_volume() / len(atoms) < 0.01
 
 
 def test_md_and_relax_commands(tmp_path, capsys):
