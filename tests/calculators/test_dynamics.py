@@ -24,7 +24,7 @@ def cuau_cell():
 
 
 def cuau_cluster():
-    atoms = Icosahedron("Cu", 2)  # 55 atoms
+    atoms = Icosahedron("Cu", 2)  # 13 atoms
     atoms.numbers[::7] = 79
     atoms.center(vacuum=5.0)
     atoms.pbc = False
