@@ -42,6 +42,7 @@ class Potential(nn.Module):
         table = torch.full((119,), -1, dtype=torch.long)
         table[torch.tensor(self.elements)] = torch.arange(len(self.elements))
         self.register_buffer("species_table", table, persistent=False)
+        self._baseline_cache: tuple[tuple, Tensor] | None = None
 
     def species(self, z: Tensor) -> Tensor:
         """Map atomic numbers [N] to species indices [N]; unknown elements raise ``ValueError``."""
@@ -70,13 +71,37 @@ class Potential(nn.Module):
         graph[keys.EDGE_VEC] = edge_vec
         graph[keys.EDGE_LEN] = torch.linalg.vector_norm(edge_vec, dim=-1)
         readout = self.readout(self.representation(graph))
-        baseline = self.isolated_readout(edge_vec)
+        baseline = self._baseline(edge_vec)
         atomic = self.scale_shift(readout - baseline[graph[keys.SPECIES]], graph[keys.SPECIES])
         if self.pair_repulsion is not None:
             atomic = atomic + self.pair_repulsion(
                 data[keys.ATOMIC_NUMBERS], data[keys.EDGE_INDEX], graph[keys.EDGE_LEN]
             )
         return atomic
+
+    def _baseline(self, like: Tensor) -> Tensor:
+        """:meth:`isolated_readout`, cached in eval mode until a weight changes.
+
+        The baseline depends on the weights only, and one more pass of the representation costs
+        about 15 % of a small molecule's energy + forces. Training needs its gradient, so it is
+        recomputed there. Any in-place change of a weight (an optimizer or EMA step,
+        ``load_state_dict``, ``torch.no_grad()`` edits) bumps the tensor's version and a new tensor
+        has a new address, so either invalidates the cache. Edits through ``param.data`` bypass
+        version tracking: call ``model.eval()`` again after them (``train``/``eval`` clear the cache).
+        """
+        if self.training:
+            self._baseline_cache = None
+            return self.isolated_readout(like)
+        tensors = (*self.parameters(), *self.buffers())
+        key = (like.dtype, like.device, *((id(t), t.data_ptr(), t._version) for t in tensors))
+        if self._baseline_cache is None or self._baseline_cache[0] != key:
+            with torch.no_grad():
+                self._baseline_cache = (key, self.isolated_readout(like))
+        return self._baseline_cache[1]
+
+    def train(self, mode: bool = True) -> Potential:
+        self._baseline_cache = None
+        return super().train(mode)
 
     def isolated_readout(self, like: Tensor) -> Tensor:
         """Readout of each species as an isolated atom [num_elements], in the dtype of ``like``."""

@@ -75,3 +75,31 @@ def test_stress_of_non_periodic_frame_in_mixed_batch_is_zero():
     out = model(Batch.from_data_list(data))
     assert np.allclose(out["stress"][0].detach().numpy(), 0.0)
     assert np.abs(out["stress"][1].detach().numpy()).max() > 0
+
+
+def test_cached_isolated_baseline_follows_the_weights():
+    """In eval mode the isolated-atom baseline is cached; every way of changing weights must refresh it."""
+    import copy
+
+    from ase.build import molecule
+
+    torch.manual_seed(0)
+    model = build_model("painn", cutoff=4.0, elements=["H", "O"], **testing.TINY_HPARAMS["painn"]).eval()
+    graph = AtomicData.from_atoms(molecule("H2O"), 4.0)
+
+    def fresh_energy():
+        twin = copy.deepcopy(model).train()  # training mode: no cache
+        return twin(graph)["energy"].detach()
+
+    first = model(graph)["energy"].detach()
+    assert torch.equal(first, fresh_energy())
+    with torch.no_grad():  # in-place edit, as optimizers and the EMA do
+        next(model.potential.readout.parameters()).add_(0.1)
+    second = model(graph)["energy"].detach()
+    assert not torch.equal(first, second) and torch.allclose(second, fresh_energy(), atol=1e-6)
+    state = {k: v + 0.05 for k, v in model.state_dict().items() if v.is_floating_point()}
+    model.load_state_dict(state, strict=False)
+    assert torch.allclose(model(graph)["energy"].detach(), fresh_energy(), atol=1e-6)
+    next(model.potential.readout.parameters()).data.mul_(2.0)  # bypasses version tracking...
+    model.eval()  # ...so eval() clears the cache, as documented
+    assert torch.allclose(model(graph)["energy"].detach(), fresh_energy(), atol=1e-6)
