@@ -10,10 +10,10 @@ import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.data import chemical_symbols
+from ase.stress import full_3x3_to_voigt_6_stress
 
 from gnnpot import keys
-from gnnpot.data import AtomicData, DataError, SkinNeighborList
-from gnnpot.data.atomic_data import MIN_DISTANCE
+from gnnpot.data import AtomicData, SkinNeighborList
 from gnnpot.models import ForceField, clone_model, load_model
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -83,7 +83,6 @@ class GNNPotCalculator(Calculator):
         self.cutoff = self.models[0].cutoff
         self.elements = self.models[0].elements
         self.neighbors = SkinNeighborList(self.cutoff, skin=skin)
-        self.min_distance = float("inf")  # shortest interatomic distance (within the cutoff) at the last call
 
     @property
     def model(self) -> ForceField:
@@ -115,7 +114,7 @@ class GNNPotCalculator(Calculator):
             self.results["forces_std"] = np.sqrt(np.mean(np.sum(deviation**2, axis=-1), axis=0))
         if self.atoms.pbc.all():
             stress = np.stack(
-                [_matrix_to_voigt(out[keys.STRESS][0].detach().cpu().double().numpy()) for out in outputs]
+                [full_3x3_to_voigt_6_stress(out[keys.STRESS][0].detach().cpu().double().numpy()) for out in outputs]
             )
             self.results["stress"] = stress.mean(axis=0)
             if committee:
@@ -123,41 +122,20 @@ class GNNPotCalculator(Calculator):
         elif "stress" in (properties or []):
             raise PropertyNotImplementedError("stress needs a cell that is periodic in all three directions")
 
+    @property
+    def min_distance(self) -> float:
+        """Shortest interatomic distance within the cutoff at the last call, Å."""
+        return self.neighbors.min_distance
+
     def _graph(self, atoms: Atoms) -> AtomicData:
-        """The graph of ``atoms`` from the kept neighbour list, with the checks of :meth:`AtomicData.from_atoms`."""
+        """The graph of ``atoms`` on the kept neighbour list, checked like any input (NaN, overlaps)."""
         unknown = sorted({int(z) for z in atoms.numbers} - set(self.elements))
         if unknown:
             raise ValueError(
                 f"model knows elements {[chemical_symbols[z] for z in self.elements]}, "
                 f"got unknown element(s) {[chemical_symbols[z] for z in unknown]}"
             )
-        positions = atoms.positions
-        if not np.isfinite(positions).all():
-            bad = np.flatnonzero(~np.isfinite(positions).all(axis=1))
-            raise DataError(f"GNNPotCalculator: positions of atoms {bad.tolist()} are NaN or inf")
-        try:
-            i, j, shifts, distances = self.neighbors.update(positions, atoms.cell.array, atoms.pbc)
-        except ValueError as err:
-            raise DataError(f"GNNPotCalculator: {err}") from err
-        self.min_distance = float(distances.min()) if len(distances) else float("inf")
-        if self.min_distance < MIN_DISTANCE:
-            k = int(np.argmin(distances))
-            raise DataError(
-                f"GNNPotCalculator: atoms {i[k]} and {j[k]} are {distances[k]:.4f} Å apart "
-                f"(minimum {MIN_DISTANCE} Å); overlapping atoms"
-            )
-        return AtomicData(
-            z=torch.as_tensor(atoms.numbers, dtype=torch.long),
-            pos=torch.as_tensor(positions, dtype=self.dtype),
-            cell=torch.as_tensor(atoms.cell.array, dtype=self.dtype).unsqueeze(0),
-            pbc=torch.as_tensor(atoms.pbc).unsqueeze(0),
-            natoms=torch.tensor([len(atoms)]),
-            edge_index=torch.as_tensor(np.stack([i, j])),
-            edge_shift=torch.as_tensor(shifts),
-            num_nodes=len(atoms),
-        ).to(self.device)
-
-
-def _matrix_to_voigt(matrix: np.ndarray) -> np.ndarray:
-    """3x3 to ASE's Voigt order (xx, yy, zz, yz, xz, xy)."""
-    return np.array([matrix[0, 0], matrix[1, 1], matrix[2, 2], matrix[1, 2], matrix[0, 2], matrix[0, 1]])
+        data = AtomicData.from_atoms(
+            atoms, self.cutoff, source="GNNPotCalculator", dtype=self.dtype, neighbors=self.neighbors
+        )
+        return data.to(self.device)

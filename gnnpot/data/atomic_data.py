@@ -9,10 +9,11 @@ import numpy as np
 import torch
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
+from ase.stress import voigt_6_to_full_3x3_stress
 from torch_geometric.data import Data
 
 from gnnpot import keys
-from gnnpot.data.neighbors import neighbor_list_arrays
+from gnnpot.data.neighbors import SkinNeighborList, neighbor_list_arrays
 
 # Two atoms closer than this (Å) are an input error, not physics.
 MIN_DISTANCE = 0.1
@@ -45,6 +46,7 @@ class AtomicData(Data):
         source: str = "<atoms>",
         frame_id: int = 0,
         dtype: torch.dtype | None = None,
+        neighbors: SkinNeighborList | None = None,
     ) -> AtomicData:
         """Build the graph of ``atoms`` with every neighbour within ``cutoff``.
 
@@ -59,6 +61,8 @@ class AtomicData(Data):
             source: file name used in error messages.
             frame_id: frame index used in error messages and stored with the data.
             dtype: float dtype of positions, cell and labels; default ``torch.get_default_dtype()``.
+            neighbors: a neighbour list kept between calls (MD), used instead of a fresh one; its
+                cutoff is the one that counts.
 
         Raises:
             DataError: NaN/inf, overlapping atoms, a degenerate periodic cell, bad label shapes.
@@ -71,12 +75,14 @@ class AtomicData(Data):
             bad = np.flatnonzero(~np.isfinite(pos).all(axis=1))
             raise DataError(f"{where}: positions of atoms {bad.tolist()} are NaN or inf")
         try:
-            i, j, shifts = neighbor_list_arrays(pos, cell, pbc, cutoff)
+            if neighbors is None:
+                i, j, shifts = neighbor_list_arrays(pos, cell, pbc, cutoff)
+                dist = np.linalg.norm(pos[j] - pos[i] + shifts @ cell, axis=1)
+            else:
+                i, j, shifts, dist = neighbors.update(pos, cell, pbc)
         except ValueError as err:
             raise DataError(f"{where}: {err}") from err
         if len(i):
-            vec = pos[j] - pos[i] + shifts @ cell
-            dist = np.linalg.norm(vec, axis=1)
             k = int(np.argmin(dist))
             if dist[k] < MIN_DISTANCE:
                 raise DataError(
@@ -118,7 +124,7 @@ class AtomicData(Data):
                 continue
             array = np.asarray(value, dtype=np.float64)
             if key == keys.STRESS and array.shape == (6,):
-                array = _voigt_to_matrix(array)
+                array = voigt_6_to_full_3x3_stress(array)
             if array.size != int(np.prod(shape)):
                 raise DataError(f"{where}: {key} has shape {array.shape}, expected {shape}")
             if not np.isfinite(array).all():
@@ -152,8 +158,3 @@ class AtomicData(Data):
             atoms.calc = SinglePointCalculator(atoms, **results)
         return atoms
 
-
-def _voigt_to_matrix(voigt: np.ndarray) -> np.ndarray:
-    """ASE Voigt order (xx, yy, zz, yz, xz, xy) to a symmetric 3x3 matrix."""
-    xx, yy, zz, yz, xz, xy = voigt
-    return np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])

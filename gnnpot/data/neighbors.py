@@ -131,6 +131,7 @@ class SkinNeighborList:
             raise ValueError(f"skin must be >= 0, got {skin!r}")
         self.skin = float(skin)
         self.num_builds = 0
+        self.min_distance = float("inf")  # shortest pair distance at the last update, Å
         self._ref: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
@@ -150,6 +151,7 @@ class SkinNeighborList:
         i, j, shifts = self._pairs
         distances = np.linalg.norm(positions[j] - positions[i] + shifts @ cell, axis=1)
         keep = distances < self.cutoff
+        self.min_distance = float(distances[keep].min()) if keep.any() else float("inf")
         return i[keep], j[keep], shifts[keep], distances[keep]
 
     def _needs_build(self, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> bool:
