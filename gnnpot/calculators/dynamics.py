@@ -154,8 +154,8 @@ def run_md(
     if log_stream is not None:
         print(LOG_HEADER, file=log_stream, flush=True)
     stopped = None
-    done = 0
-    written = -1  # step of the last trajectory frame
+    written = -1  # step of the last logged frame
+    dynamics.attach(check, interval=1)  # every step; an MDStop from it ends dynamics.run
     start = time.perf_counter()
     try:
         atoms.get_potential_energy()
@@ -163,21 +163,19 @@ def run_md(
         record()
         written = 0
         start = time.perf_counter()
-        while done < steps:
-            for _ in range(min(interval, steps - done)):
-                dynamics.run(1)
-                done += 1
-                check()
+        while dynamics.nsteps < steps:
+            dynamics.run(min(interval, steps - dynamics.nsteps))
             record()
-            written = done
+            written = dynamics.nsteps
     except MDStop as err:
-        stopped = f"stopped at step {done} ({done * timestep / 1000:.4f} ps): {err}"
-        if written != done:
+        stopped = f"stopped at step {dynamics.nsteps} ({dynamics.nsteps * timestep / 1000:.4f} ps): {err}"
+        if written != dynamics.nsteps:
             record()  # log and keep the frame that stopped the run
     finally:
         seconds = time.perf_counter() - start
         close_writer()
         close_log()
+    done = dynamics.nsteps
     return _summary(log, num_atoms, done, timestep, seconds, calc.neighbors.num_builds - start_builds, stopped)
 
 
