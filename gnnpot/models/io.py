@@ -125,7 +125,7 @@ def load_model(
     model = model.to(map_location)
     if dtype is not None:
         model = model.to(dtype)
-    model.metadata = metadata
+    model.metadata = {**model_metadata(model), **{k: v for k, v in metadata.items() if v is not None}}
     return model.eval()
 
 
@@ -173,16 +173,9 @@ def _from_checkpoint(record: dict[str, Any], path: Path) -> tuple[dict, dict, di
     state_dict = {name[len(prefix) :]: tensor for name, tensor in weights.items() if name.startswith(prefix)}
     if not state_dict:
         raise ValueError(f"{path}: the checkpoint holds no weights under {prefix!r}")
-    e0 = config.get("e0", {})
-    metadata = {
-        "format_version": FORMAT_VERSION,
+    metadata = {  # what the model itself tells (family, elements, E0, ...) is added by load_model
         "gnnpot_version": info.get("gnnpot_version"),
-        "representation": config["representation"],
-        "elements": [chemical_symbols[int(z)] for z in config["elements"]],
-        "cutoff": float(config["cutoff"]),
         "units": dict(info.get("units", keys.UNITS)),
-        "e0": {chemical_symbols[int(z)]: float(v) for z, v in e0.items()},
-        "scale": float(config.get("scale", 1.0)),
         "weights": "ema" if prefix == _EMA_PREFIX else "raw",
         "training_data_sha256": info.get("training_data_sha256"),
         "checkpoint": str(path),
