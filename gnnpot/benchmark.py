@@ -900,18 +900,24 @@ def _run_command(job: Job, env: dict[str, str], sink: Sink) -> int:
     """Run a harness; its stdout JSON lines go to ``sink``, its stderr to ours. Returns its exit status."""
     process = subprocess.Popen(job.command, stdout=subprocess.PIPE, env=env, text=True)
     assert process.stdout is not None
-    for line in process.stdout:
+    for record in _json_records(process.stdout, f"[{job.label}] stdout"):
+        sink.write(record)
+    return process.wait()
+
+
+def _json_records(lines: Iterable[str], where: str) -> Iterable[dict[str, Any]]:
+    """The JSON objects among ``lines``; other non-empty lines are reported on stderr and skipped."""
+    for number, line in enumerate(lines, 1):
         line = line.strip()
         if not line:
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
-            _log(f"[{job.label}] not a JSON line on stdout, ignored: {line[:200]}")
+            _log(f"{where}:{number}: not a JSON line, skipped: {line[:200]}")
             continue
         if isinstance(record, dict):
-            sink.write(record)
-    return process.wait()
+            yield record
 
 
 def machine_info() -> dict[str, Any]:
@@ -1254,16 +1260,7 @@ def read_jsonl(paths: Iterable[str | Path]) -> tuple[list[dict[str, Any]], list[
     """JSON lines of several files (non-JSON lines skipped with a message) and their ``.meta.json`` sidecars."""
     records, metas = [], []
     for path in paths:
-        for number, line in enumerate(Path(path).read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                _log(f"{path}:{number}: not a JSON line, skipped")
-                continue
-            if isinstance(record, dict):
-                records.append(record)
+        records.extend(_json_records(Path(path).read_text().splitlines(), str(path)))
         sidecar = meta_path(path)
         if sidecar.is_file():
             metas.append(json.loads(sidecar.read_text()))

@@ -86,14 +86,9 @@ def _training_main(argv: list[str]) -> int:
 
 
 def data_main(argv: Sequence[str]) -> int:
-    """``gnnpot data {generate,stats}``."""
-    parser = _data_parser()
-    args = parser.parse_args(list(argv))
-    try:
-        return args.run(args)
-    except (DataError, OSError, ValueError) as err:
-        print(f"gnnpot data {args.subcommand}: error: {err}", file=sys.stderr)
-        return 1
+    """``gnnpot data {generate,stats,download}``."""
+    args = _data_parser().parse_args(list(argv))
+    return _guarded(f"data {args.subcommand}", args.run, args)
 
 
 def _data_parser() -> argparse.ArgumentParser:
@@ -528,4 +523,3 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "pretrained": pretrained_main,
     "benchmark": _benchmark_main,
 }
-
