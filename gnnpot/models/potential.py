@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Sequence
 
 import torch
 from ase.data import chemical_symbols
@@ -54,8 +55,18 @@ class Potential(nn.Module):
             raise ValueError(f"model knows elements {known}, got unknown element(s) {names}")
         return species
 
-    def forward(self, data: Data) -> Tensor:
+    def forward(
+        self,
+        data: Data,
+        species: Tensor | None = None,
+        baseline: Tensor | None = None,
+        edge_vec: Tensor | None = None,
+    ) -> Tensor:
         """Per-atom energies [N] in eV. Edge geometry is computed here from ``pos`` and ``cell``.
+
+        ``species`` (from :meth:`species`), ``baseline`` (from :meth:`isolated_readout`) and
+        ``edge_vec`` (from :func:`edge_vectors`) may be given when the caller computed them already
+        (a traced graph must not branch on data; forces are taken as gradients of ``edge_vec``).
 
         The readout is referenced to the isolated atom: ``E_i = scale * (y_i - y_i^isolated) + E0``,
         where ``y^isolated`` is the readout of the same species with no neighbours. An atom with no
@@ -64,14 +75,15 @@ class Potential(nn.Module):
         batch = _batch(data)
         graph = copy.copy(data)
         graph[keys.BATCH] = batch
-        graph[keys.SPECIES] = self.species(data[keys.ATOMIC_NUMBERS])
-        edge_vec = edge_vectors(
-            data[keys.POSITIONS], data[keys.CELL], data[keys.EDGE_INDEX], data[keys.EDGE_SHIFT], batch
-        )
+        graph[keys.SPECIES] = self.species(data[keys.ATOMIC_NUMBERS]) if species is None else species
+        if edge_vec is None:
+            edge_vec = edge_vectors(
+                data[keys.POSITIONS], data[keys.CELL], data[keys.EDGE_INDEX], data[keys.EDGE_SHIFT], batch
+            )
         graph[keys.EDGE_VEC] = edge_vec
         graph[keys.EDGE_LEN] = torch.linalg.vector_norm(edge_vec, dim=-1)
         readout = self.readout(self.representation(graph))
-        baseline = self._baseline(edge_vec)
+        baseline = self._baseline(edge_vec) if baseline is None else baseline
         atomic = self.scale_shift(readout - baseline[graph[keys.SPECIES]], graph[keys.SPECIES])
         if self.pair_repulsion is not None:
             atomic = atomic + self.pair_repulsion(
@@ -125,9 +137,16 @@ class Potential(nn.Module):
 class ForceField(nn.Module):
     """Energy, forces = -dE/dpos and stress = (1/V) dE/d(strain) for any :class:`Potential`.
 
-    Stress follows the ASE sign (positive = tensile) and is computed for batches with any periodic
-    frame; frames with zero cell volume get zero stress. The graph for second derivatives is kept
-    only while training (``self.training`` and grad enabled), so inference does not pay for it.
+    The energy depends on positions and cell only through the edge vectors ``r_e``, so one
+    gradient ``g_e = dE/dr_e`` gives both: ``F_i = sum_{e: i_e = i} g_e - sum_{e: j_e = i} g_e`` and
+    the virial ``W = sum_e r_e (x) g_e``, whose symmetric part over the cell volume is the stress
+    (ASE sign: positive = tensile). Stress is computed for batches with any periodic frame; frames
+    with zero cell volume get zero stress. The graph for second derivatives is kept only while
+    training (``self.training`` and grad enabled), so inference does not pay for it.
+
+    :meth:`enable_compile` switches to a compiled path: the whole energy-and-gradient function
+    (forward and backward of the potential) is traced once into one graph with symbolic sizes and
+    compiled with TorchInductor; the same Python code runs in both paths.
 
     Args:
         potential: the per-atom energy model.
@@ -138,6 +157,8 @@ class ForceField(nn.Module):
         super().__init__()
         self.potential = potential
         self.config = dict(config or {})
+        self.compiled = False
+        self._compiled_fns: dict[tuple, Callable] = {}
 
     @property
     def cutoff(self) -> float:
@@ -147,37 +168,108 @@ class ForceField(nn.Module):
     def elements(self) -> list[int]:
         return list(self.potential.elements)
 
+    def enable_compile(self, enabled: bool = True) -> ForceField:
+        """Use the compiled path (``torch.compile``, see :mod:`gnnpot.models.compiled`) from now on.
+
+        The first call for each new kind of input (training or inference, with or without stress,
+        dtype, device) traces and compiles, which takes seconds to a minute; later calls reuse it,
+        whatever the numbers of atoms and edges.
+        """
+        self.compiled = bool(enabled)
+        self._compiled_fns = {}
+        return self
+
+    def __getstate__(self) -> dict:
+        # compiled functions are neither picklable nor deep-copyable; copies compile again
+        state = dict(super().__getstate__())
+        state["_compiled_fns"] = {}
+        return state
+
     def forward(self, data: Data) -> dict[str, Tensor]:
         """Returns ``energy`` [B], ``forces`` [N, 3], ``atomic_energy`` [N] and ``stress`` [B, 3, 3]
         (the last only when some frame is periodic)."""
         dtype = self.potential.scale_shift.scale.dtype
         batch = _batch(data)
         num_frames = int(data[keys.CELL].shape[0])
-        pos = data[keys.POSITIONS].to(dtype)
-        cell = data[keys.CELL].to(dtype)
-        want_stress = bool(data[keys.PBC].any())
+        inputs = GradientInputs(
+            pos=data[keys.POSITIONS].to(dtype),
+            cell=data[keys.CELL].to(dtype),
+            z=data[keys.ATOMIC_NUMBERS],
+            species=self.potential.species(data[keys.ATOMIC_NUMBERS]),
+            edge_index=data[keys.EDGE_INDEX],
+            edge_shift=data[keys.EDGE_SHIFT],
+            batch=batch,
+            extra={k: data[k] for k in (keys.TRIPLET_KJ, keys.TRIPLET_JI) if data.get(k) is not None},
+        )
+        want_virial = bool(data[keys.PBC].any())
         create_graph = self.training and torch.is_grad_enabled()
-        with torch.enable_grad():
-            pos = pos.detach().requires_grad_(True) if not pos.requires_grad else pos
-            inputs = [pos]
-            if want_stress:
-                strain = torch.zeros(num_frames, 3, 3, dtype=dtype, device=pos.device, requires_grad=True)
-                inputs.append(strain)
-                sym = 0.5 * (strain + strain.transpose(1, 2))
-                pos = pos + torch.einsum("ni,nij->nj", pos, sym[batch])
-                cell = cell + torch.bmm(cell, sym)
-            graph = copy.copy(data)
-            graph[keys.POSITIONS] = pos
-            graph[keys.CELL] = cell
-            atomic = self.potential(graph)
-            energy = scatter_sum(atomic, batch, num_frames)
-            grads = torch.autograd.grad(energy.sum(), inputs, create_graph=create_graph)
-        out = {keys.ENERGY: energy, keys.FORCES: -grads[0], keys.ATOMIC_ENERGY: atomic}
-        if want_stress:
-            volume = torch.linalg.det(data[keys.CELL].to(dtype)).abs()
+        if self.compiled:
+            from gnnpot.models.compiled import compiled_gradients
+
+            atomic, forces, virial = compiled_gradients(self, inputs, want_virial, create_graph)
+        else:
+            atomic, forces, virial = energy_gradients(self.potential, inputs, None, want_virial, create_graph)
+        out = {keys.ENERGY: scatter_sum(atomic, batch, num_frames), keys.FORCES: forces, keys.ATOMIC_ENERGY: atomic}
+        if want_virial:
+            virial = scatter_sum(virial, batch, num_frames)
+            volume = torch.linalg.det(inputs.cell).abs()
             safe = torch.where(volume > 1e-8, volume, torch.ones_like(volume))
-            out[keys.STRESS] = grads[1] / safe.view(-1, 1, 1) * (volume > 1e-8).view(-1, 1, 1)
+            stress = 0.5 * (virial + virial.transpose(1, 2))
+            out[keys.STRESS] = stress / safe.view(-1, 1, 1) * (volume > 1e-8).view(-1, 1, 1)
         return out
+
+
+@dataclasses.dataclass
+class GradientInputs:
+    """The tensors :func:`energy_gradients` needs (a plain bundle, so a tracer can take them apart)."""
+
+    pos: Tensor
+    cell: Tensor
+    z: Tensor
+    species: Tensor
+    edge_index: Tensor
+    edge_shift: Tensor
+    batch: Tensor
+    extra: dict[str, Tensor]
+
+
+def energy_gradients(
+    potential: Callable[..., Tensor],
+    inputs: GradientInputs,
+    baseline: Tensor | None,
+    want_virial: bool,
+    create_graph: bool,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Per-atom energies [N], forces [N, 3] and per-atom virials [N, 3, 3] (or ``None``).
+
+    ``potential(graph, species, baseline, edge_vec)`` is a :class:`Potential` or a functional call
+    of one. The virial of edge ``e`` is booked on its centre atom ``i_e``. Written as one function of
+    tensors with no data-dependent branches, so that :mod:`gnnpot.models.compiled` can trace it.
+    """
+    i, j = inputs.edge_index[0], inputs.edge_index[1]
+    num_atoms = inputs.pos.shape[0]
+    with torch.enable_grad():
+        edge_vec = edge_vectors(inputs.pos, inputs.cell, inputs.edge_index, inputs.edge_shift, inputs.batch)
+        if not edge_vec.requires_grad:  # a leaf unless the caller wants derivatives through pos
+            edge_vec.requires_grad_(True)
+        graph = Data(
+            pos=inputs.pos,
+            cell=inputs.cell,
+            z=inputs.z,
+            edge_index=inputs.edge_index,
+            edge_shift=inputs.edge_shift,
+            batch=inputs.batch,
+            **inputs.extra,
+        )
+        atomic = potential(graph, inputs.species, baseline, edge_vec)
+        (grad,) = torch.autograd.grad(atomic.sum(), [edge_vec], create_graph=create_graph, allow_unused=True)
+    if grad is None:  # no edges reach the energy (isolated atoms)
+        grad = torch.zeros_like(edge_vec)
+    forces = scatter_sum(grad, i, num_atoms) - scatter_sum(grad, j, num_atoms)
+    virial = None
+    if want_virial:
+        virial = scatter_sum(edge_vec.unsqueeze(-1) * grad.unsqueeze(-2), i, num_atoms)
+    return atomic, forces, virial
 
 
 def _batch(data: Data) -> Tensor:
