@@ -294,11 +294,14 @@ class Settings:
         target_s: seconds one timed repeat should last.
         repeats: timed repeats (the median is reported), at least 3.
         warmup: most warm-up calls, excluded from the timing.
+        compile: run gnnpot's compiled path (``ForceField.enable_compile``); its one-off
+            compilation falls in the first warm-up call.
     """
 
     target_s: float = 1.0
     repeats: int = 5
     warmup: int = 3
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.repeats < 3:
@@ -308,7 +311,7 @@ class Settings:
 
     def extra(self) -> Settings:
         """Shorter settings for the secondary rates in the notes (as the peers time theirs)."""
-        return Settings(target_s=0.5 * self.target_s, repeats=3, warmup=1)
+        return Settings(target_s=0.5 * self.target_s, repeats=3, warmup=2, compile=self.compile)
 
 
 @dataclass
@@ -602,17 +605,21 @@ def make_record(
     return record
 
 
-def build(variant: Variant, elements: Sequence[str | int], avg_num_neighbors: float | None) -> ForceField:
-    """The float32 model of ``variant`` with random weights (seed 0)."""
+def build(
+    variant: Variant, elements: Sequence[str | int], avg_num_neighbors: float | None, compile: bool = False
+) -> ForceField:
+    """The float32 model of ``variant`` with random weights (seed 0), compiled if asked."""
     torch.manual_seed(0)
     hparams = dict(variant.hparams)
     if variant.family == "nequip":
         hparams["avg_num_neighbors"] = avg_num_neighbors
-    return gnnpot.build_model(variant.family, cutoff=variant.cutoff, elements=list(elements), **hparams).float()
+    model = gnnpot.build_model(variant.family, cutoff=variant.cutoff, elements=list(elements), **hparams).float()
+    return model.enable_compile(compile)
 
 
-def _hparams(variant: Variant, avg_num_neighbors: float | None, note: str) -> dict[str, Any]:
+def _hparams(variant: Variant, avg_num_neighbors: float | None, note: str, compile: bool) -> dict[str, Any]:
     out = dict(variant.hparams, cutoff=variant.cutoff, dtype="float32", readout="AtomwiseReadout", e0=0, scale=1)
+    out["compiled"] = compile
     if variant.family == "nequip":
         out["avg_num_neighbors"] = _round(avg_num_neighbors)
         out["avg_num_neighbors_from"] = note
@@ -643,18 +650,18 @@ def run_variant(
         frames = [molecules.atoms(k) for k in range(min(100, len(molecules.energies)))]
         avg_aspirin = mean_num_neighbors(frames, variant.cutoff)
         aspirin_note = f"mean neighbours of aspirin frames 0-{len(frames) - 1} at the cutoff"
-        aspirin_model = build(variant, sorted({int(z) for z in molecules.numbers}), avg_aspirin)
+        aspirin_model = build(variant, sorted({int(z) for z in molecules.numbers}), avg_aspirin, settings.compile)
         init_state = {k: v.clone() for k, v in aspirin_model.state_dict().items()}
     functions = {"W1": w1_train_step, "W2": w2_infer_single, "W3": w3_infer_batch}
     for workload in workloads:
         t0 = time.perf_counter()
         name = WORKLOADS[workload]
-        n_params, hparams = None, _hparams(variant, avg_aspirin, aspirin_note)
+        n_params, hparams = None, _hparams(variant, avg_aspirin, aspirin_note, settings.compile)
         try:
             if workload == "W4":  # a Cu-only model with the same hyperparameters
                 avg_cu = mean_num_neighbors([fcc_cu(3)], variant.cutoff)
-                hparams = _hparams(variant, avg_cu, "mean neighbours of the Cu108 cell at the cutoff")
-                model = build(variant, ["Cu"], avg_cu)
+                hparams = _hparams(variant, avg_cu, "mean neighbours of the Cu108 cell at the cutoff", settings.compile)
+                model = build(variant, ["Cu"], avg_cu, settings.compile)
                 n_params = n_params_of(model)
                 measurement = w4_md_cu108(model, settings)
             else:  # every workload starts from the same weights
@@ -704,8 +711,8 @@ def run_scaling(
     DimeNet++ holds about 1,800 triplets per Cu atom at 5 Å, so it stops well before 10,000 atoms.
     """
     avg_cu = mean_num_neighbors([fcc_cu(3)], variant.cutoff)
-    model = build(variant, ["Cu"], avg_cu)
-    hparams = _hparams(variant, avg_cu, "mean neighbours of the Cu108 cell at the cutoff")
+    model = build(variant, ["Cu"], avg_cu, settings.compile)
+    hparams = _hparams(variant, avg_cu, "mean neighbours of the Cu108 cell at the cutoff", settings.compile)
     baseline = peak_rss_mb()
     if max_rss_mb is None:
         available = available_memory_mb()
@@ -835,6 +842,7 @@ def _child_command(args: argparse.Namespace, child: str) -> list[str]:
     command = [sys.executable, "-m", "gnnpot.benchmark", "--child", child, "--workloads", ",".join(args.workloads)]
     command += ["--target-s", str(args.target_s), "--repeats", str(args.repeats), "--warmup", str(args.warmup)]
     command += ["--threads", str(args.threads), "--rmd17-dir", str(args.rmd17_dir)]
+    command += ["--eager"] if args.eager else []
     command += ["--scaling-repeats", ",".join(str(r) for r in args.scaling_repeats)]
     command += ["--scaling-max-step-s", str(args.scaling_max_step_s)]
     if args.scaling_max_rss_mb is not None:
@@ -1302,6 +1310,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=3, help="most warm-up calls, not timed (default 3)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2, as the protocol)")
     parser.add_argument(
+        "--eager",
+        action="store_true",
+        help="time gnnpot's eager path (default: the compiled path, ForceField.enable_compile)",
+    )
+    parser.add_argument(
         "--rmd17-dir",
         default=os.environ.get("RMD17_DIR", "../shared/data/rmd17"),
         help="folder of rmd17_aspirin_train_01.npz (default $RMD17_DIR or ../shared/data/rmd17)",
@@ -1381,7 +1394,7 @@ def _setup(threads: int) -> None:
 
 def _run_child(args: argparse.Namespace, sink: Sink) -> None:
     _setup(args.threads)
-    settings = Settings(args.target_s, args.repeats, args.warmup)
+    settings = Settings(args.target_s, args.repeats, args.warmup, compile=not args.eager)
     parts = args.child.split(":")
     if parts[0] == "scaling":
         variant = variants(parts[1])[parts[2]]
@@ -1435,7 +1448,7 @@ def main(argv: list[str] | None = None) -> int:
                     status = status or (1 if job.label.startswith("gnnpot") else 0)
             else:
                 _setup(args.threads)
-                settings = Settings(args.target_s, args.repeats, args.warmup)
+                settings = Settings(args.target_s, args.repeats, args.warmup, compile=not args.eager)
                 if job.scaling:
                     records = run_scaling(job.variant, args.scaling_repeats, settings, *_scaling_limits(args))
                 else:

@@ -39,6 +39,9 @@ class GNNPotCalculator(Calculator):
         dtype: ``"float32"``, ``"float64"`` or a torch dtype; default: the (first) model's own.
         device: torch device to run on.
         skin: extra neighbour-list radius, Å; 0 rebuilds the list at every call.
+        compile: run the compiled path (:meth:`ForceField.enable_compile`): the first call
+            compiles (seconds to a minute), later calls are faster. Default: as the (first) given
+            :class:`ForceField` is set, off for models read from files.
     """
 
     implemented_properties = [
@@ -58,6 +61,7 @@ class GNNPotCalculator(Calculator):
         dtype: str | torch.dtype | None = None,
         device: str | torch.device = "cpu",
         skin: float = 0.5,
+        compile: bool | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -70,7 +74,10 @@ class GNNPotCalculator(Calculator):
         if not members:
             raise ValueError("give at least one model")
         # The calculator keeps its own copies, frozen: forces need gradients for positions only.
+        if compile is None:
+            compile = isinstance(members[0], ForceField) and members[0].compiled
         members = [clone_model(m) if isinstance(m, ForceField) else load_model(m) for m in members]
+        members = [m.enable_compile(compile) for m in members]
         self.dtype = dtype or next(members[0].parameters()).dtype
         self.models = [m.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False) for m in members]
         cutoffs = {m.cutoff for m in self.models}

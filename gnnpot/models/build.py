@@ -105,11 +105,11 @@ def clone_model(model: ForceField) -> ForceField:
     would no longer match a freshly built model's.
     """
     if not model.config:
-        return copy.deepcopy(model)
+        return copy.deepcopy(model)  # keeps ``compiled``; compiled functions are not copied
     fresh = model_from_config(model.config)
     wanted = fresh.state_dict().keys()
     # A deep-copied e3nn model carries extra constant buffers; every tensor the fresh model has must match.
     fresh.load_state_dict({k: v for k, v in model.state_dict().items() if k in wanted}, strict=True)
     parameter = next(model.parameters(), None)
     fresh = fresh if parameter is None else fresh.to(device=parameter.device, dtype=parameter.dtype)
-    return fresh.train(model.training)
+    return fresh.train(model.training).enable_compile(model.compiled)

@@ -130,6 +130,8 @@ class Potential(nn.Module):
             edge_shift=empty.view(0, 3),
             edge_vec=like.new_zeros(0, 3),
             edge_len=like.new_zeros(0),
+            triplet_kj_index=empty,  # no triplets either: nothing data-dependent left to build
+            triplet_ji_index=empty,
         )
         return self.readout(self.representation(graph))
 

@@ -3,7 +3,7 @@
 from gnnpot.nn.geometry import edge_vectors
 from gnnpot.nn.radial import BesselRBF, CosineCutoff, GaussianRBF, PolynomialCutoff
 from gnnpot.nn.readout import AtomwiseReadout, ScaleShift
-from gnnpot.nn.scatter import scatter_sum
+from gnnpot.nn.scatter import gather, scatter_sum
 from gnnpot.nn.zbl import ZBLRepulsion
 
 __all__ = [
@@ -15,5 +15,6 @@ __all__ = [
     "ScaleShift",
     "ZBLRepulsion",
     "edge_vectors",
+    "gather",
     "scatter_sum",
 ]

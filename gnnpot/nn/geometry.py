@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from gnnpot.nn.scatter import gather
+
 
 def edge_vectors(
     pos: Tensor, cell: Tensor, edge_index: Tensor, edge_shift: Tensor, batch: Tensor
@@ -22,8 +24,8 @@ def edge_vectors(
         [E, 3] edge vectors, Å.
     """
     i, j = edge_index[0], edge_index[1]
-    vec = pos[j] - pos[i]
+    vec = gather(pos, j) - gather(pos, i)
     if edge_shift.numel():
-        offset = torch.einsum("ek,ekl->el", edge_shift.to(pos.dtype), cell[batch[i]])
+        offset = torch.einsum("ek,ekl->el", edge_shift.to(pos.dtype), gather(cell, gather(batch, i)))
         vec = vec + offset
     return vec

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Data
 
 from gnnpot import keys
-from gnnpot.nn import BesselRBF, PolynomialCutoff, scatter_sum
+from gnnpot.nn import BesselRBF, PolynomialCutoff, gather, scatter_sum
 from gnnpot.nn.triplets import build_triplets
 
 # --- spherical Bessel functions j_l, all orders at once ------------------------------------------
@@ -149,7 +149,7 @@ class SphericalBasis(nn.Module):
         for order in range(1, self.num_spherical - 1):
             legendre.append(((2 * order + 1) * cos_angle * legendre[-1] - order * legendre[-2]) / (order + 1))
         angular = torch.stack(legendre[: self.num_spherical], dim=-1) * self.ynorm
-        return (radial[triplet_kj] * angular.unsqueeze(-1)).flatten(1)
+        return (gather(radial, triplet_kj) * angular.unsqueeze(-1)).flatten(1)
 
     def __repr__(self) -> str:
         return (
@@ -213,7 +213,7 @@ class EmbeddingBlock(nn.Module):
         """Args: species [N], rbf [E, num_rbf], centre/neighbour [E]. Returns: [E, F]."""
         h = self.embedding(species)
         w_i, w_j, w_rbf = self.lin.weight.split(self.num_features, dim=1)
-        out = F.linear(h, w_i, self.lin.bias)[centre] + F.linear(h, w_j)[neighbour]
+        out = gather(F.linear(h, w_i, self.lin.bias), centre) + gather(F.linear(h, w_j), neighbour)
         return F.silu(out + F.linear(F.silu(self.lin_rbf(rbf)), w_rbf))
 
 
@@ -252,7 +252,7 @@ class InteractionBlock(nn.Module):
         """Args: m [E, F], rbf [E, num_rbf], sbf [T, num_sbf], triplet_kj/ji [T]. Returns: [E, F]."""
         x_ji = F.silu(self.lin_ji(m))
         x_kj = F.silu(self.lin_kj(m)) * self.lin_rbf(rbf)
-        x_kj = F.silu(self.lin_down(x_kj))[triplet_kj] * self.lin_sbf(sbf)
+        x_kj = gather(F.silu(self.lin_down(x_kj)), triplet_kj) * self.lin_sbf(sbf)
         x_kj = F.silu(self.lin_up(scatter_sum(x_kj, triplet_ji, m.shape[0])))
         h = self.before_skip(x_ji + x_kj)
         return self.after_skip(F.silu(self.lin_skip(h)) + m)
@@ -370,7 +370,7 @@ class DimeNetPlusPlus(nn.Module):
         rbf = self.rbf(edge_len) * envelope.unsqueeze(-1)
         # Angle at j between j -> i (= -edge_vec of i -> j) and j -> k; cos only, no arccos.
         unit = edge_vec / edge_len.unsqueeze(-1)
-        cos_angle = -(unit[triplet_ji] * unit[triplet_kj]).sum(-1)
+        cos_angle = -(gather(unit, triplet_ji) * gather(unit, triplet_kj)).sum(-1)
         sbf = self.sbf(edge_len, envelope, cos_angle, triplet_kj)
 
         m = self.embedding(graph[keys.SPECIES], rbf, centre, neighbour)

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Data
 
 from gnnpot import keys
-from gnnpot.nn import BesselRBF, PolynomialCutoff, scatter_sum
+from gnnpot.nn import BesselRBF, PolynomialCutoff, gather, scatter_sum
 
 _ACTIVATIONS = {1: F.silu, -1: torch.tanh}  # by parity: SiLU on even scalars, tanh on odd ones
 _WIGNER_3J = re.compile(r"_w3j_(\d+)_(\d+)_(\d+)$")  # e3nn's name for its coupling-coefficient buffers
@@ -183,7 +183,7 @@ class _Interaction(nn.Module):
         Returns: [N, irreps_out.dim]."""
         weight = self.radial(radial)  # [E, weight_numel], 0 at the cutoff (no biases, silu(0) = 0)
         self_connection = self.self_connection(x, one_hot)
-        messages = self.conv(self.linear_in(x)[edge_index[1]], sh, weight)
+        messages = self.conv(gather(self.linear_in(x), edge_index[1]), sh, weight)
         x = scatter_sum(messages, edge_index[0], x.shape[0]) * norm
         return self.gate(self.linear_out(x) + self_connection)
 

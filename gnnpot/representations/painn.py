@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Data
 
 from gnnpot import keys
-from gnnpot.nn import BesselRBF, CosineCutoff, scatter_sum
+from gnnpot.nn import BesselRBF, CosineCutoff, gather, scatter_sum
 
 
 def _reset_linear(module: nn.Module) -> None:
@@ -63,11 +63,11 @@ class PaiNNMessage(nn.Module):
         """
         centre, neighbour = edge_index[0], edge_index[1]
         num_atoms = s.shape[0]
-        messages = self.context(s)[neighbour] * filters
+        messages = gather(self.context(s), neighbour) * filters
         ds, gate_v, gate_dir = messages.split(self.num_features, dim=-1)
         dv = direction.unsqueeze(-1) * gate_dir.unsqueeze(1)
         if v is not None:
-            dv = dv + v[neighbour] * gate_v.unsqueeze(1)
+            dv = dv + gather(v, neighbour) * gate_v.unsqueeze(1)
         dv = scatter_sum(dv, centre, num_atoms)
         v = dv if v is None else v + dv
         return s + scatter_sum(ds, centre, num_atoms), v

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Data
 
 from gnnpot import keys
-from gnnpot.nn import CosineCutoff, GaussianRBF, scatter_sum
+from gnnpot.nn import CosineCutoff, GaussianRBF, gather, scatter_sum
 
 
 class ShiftedSoftplus(nn.Module):
@@ -47,7 +47,7 @@ class CFConvInteraction(nn.Module):
     def forward(self, x: Tensor, edge_index: Tensor, rbf: Tensor, envelope: Tensor) -> Tensor:
         """Args: x [N, F], edge_index [2, E], rbf [E, num_rbf], envelope [E]. Returns: [N, F]."""
         filters = self.filter_net(rbf) * envelope.unsqueeze(-1)
-        messages = self.in2f(x)[edge_index[1]] * filters
+        messages = gather(self.in2f(x), edge_index[1]) * filters
         return x + self.f2out(scatter_sum(messages, edge_index[0], x.shape[0]))
 
 
