@@ -157,4 +157,3 @@ class AtomicData(Data):
         if results:
             atoms.calc = SinglePointCalculator(atoms, **results)
         return atoms
-

@@ -44,9 +44,7 @@ def neighbor_list_arrays(
     else:
         cell = np.zeros((3, 3))
     calculator = vesin.NeighborList(cutoff=cutoff, full_list=True)
-    i, j, shifts = calculator.compute(
-        points=positions, box=cell, periodic=pbc.tolist(), quantities="ijS", copy=True
-    )
+    i, j, shifts = calculator.compute(points=positions, box=cell, periodic=pbc.tolist(), quantities="ijS", copy=True)
     return i.astype(np.int64), j.astype(np.int64), shifts.astype(np.int64)
 
 

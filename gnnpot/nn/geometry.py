@@ -8,9 +8,7 @@ from torch import Tensor
 from gnnpot.nn.scatter import gather
 
 
-def edge_vectors(
-    pos: Tensor, cell: Tensor, edge_index: Tensor, edge_shift: Tensor, batch: Tensor
-) -> Tensor:
+def edge_vectors(pos: Tensor, cell: Tensor, edge_index: Tensor, edge_shift: Tensor, batch: Tensor) -> Tensor:
     """``pos[j] - pos[i] + shift @ cell`` for every edge (see :mod:`gnnpot.keys`).
 
     Args:

@@ -46,12 +46,7 @@ class PolynomialCutoff(nn.Module):
         """Args: edge_len [E] Å. Returns: [E] envelope in [0, 1]."""
         p = self.p
         x = edge_len / self.cutoff
-        value = (
-            1.0
-            - 0.5 * (p + 1) * (p + 2) * x.pow(p)
-            + p * (p + 2) * x.pow(p + 1)
-            - 0.5 * p * (p + 1) * x.pow(p + 2)
-        )
+        value = 1.0 - 0.5 * (p + 1) * (p + 2) * x.pow(p) + p * (p + 2) * x.pow(p + 1) - 0.5 * p * (p + 1) * x.pow(p + 2)
         return value * (x < 1.0).to(edge_len.dtype)
 
     def __repr__(self) -> str:

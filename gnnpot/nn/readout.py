@@ -14,9 +14,7 @@ class AtomwiseReadout(nn.Module):
     def __init__(self, num_features: int, num_hidden: int | None = None) -> None:
         super().__init__()
         num_hidden = num_hidden or max(num_features // 2, 1)
-        self.net = nn.Sequential(
-            nn.Linear(num_features, num_hidden), nn.SiLU(), nn.Linear(num_hidden, 1)
-        )
+        self.net = nn.Sequential(nn.Linear(num_features, num_hidden), nn.SiLU(), nn.Linear(num_hidden, 1))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -79,8 +79,7 @@ class SchNet(nn.Module):
         self.rbf = GaussianRBF(num_rbf, cutoff)
         self.envelope = CosineCutoff(cutoff)
         self.interactions = nn.ModuleList(
-            CFConvInteraction(num_features, num_rbf, num_filters or num_features)
-            for _ in range(num_interactions)
+            CFConvInteraction(num_features, num_rbf, num_filters or num_features) for _ in range(num_interactions)
         )
         self.reset_parameters()
 

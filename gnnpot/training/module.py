@@ -369,4 +369,3 @@ def _collect(store: dict[str, list[np.ndarray]], out: dict[str, Tensor], batch: 
     atom_mask = (batch[keys.FORCES_WEIGHT] > 0)[batch[keys.BATCH]]
     store.setdefault("forces_pred", []).append(out[keys.FORCES].detach()[atom_mask].reshape(-1).cpu().double().numpy())
     store.setdefault("forces_ref", []).append(batch[keys.FORCES][atom_mask].reshape(-1).cpu().double().numpy())
-

@@ -65,7 +65,9 @@ def test_inference_matches_eager_and_sizes_reuse_the_compiled_graph(name):
     assert keys.STRESS in compiled(first)
     # other numbers of atoms, edges and frames: same kind of input, no new trace
     second = batch_of(
-        rattled(molecule("C6H6"), 1), rattled(bulk("Cu", "fcc", a=3.6, cubic=True) * (2, 1, 1), 2), testing.triclinic_cell()
+        rattled(molecule("C6H6"), 1),
+        rattled(bulk("Cu", "fcc", a=3.6, cubic=True) * (2, 1, 1), 2),
+        testing.triclinic_cell(),
     )
     assert_outputs_close(compiled(second), eager(second))
     assert len(compiled._compiled_fns) == 1
