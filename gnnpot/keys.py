@@ -13,6 +13,13 @@ Edge convention (written down once, used everywhere):
     This is the order of ``ase.neighborlist.neighbor_list`` and NequIP. PyG's ``MessagePassing``
     defaults to the opposite order, so layers that use it set ``flow="target_to_source"``.
 
+Pair convention (an optimisation, never required):
+    gnnpot's neighbour lists emit edge ``2k + 1`` as edge ``2k`` reversed (``i`` and ``j``
+    swapped, shift negated), and batching keeps that. ``ForceField`` checks whether a graph is
+    paired and then sets ``edge_paired``: layers compute what depends on the edge length alone
+    (radial bases, filters, radial MLPs) on the even edges only and share it with the odd ones,
+    which halves their cost. Graphs from elsewhere simply take the unpaired path.
+
 Triplet convention (for angular layers):
     A triplet ``t`` joins two edges that share an atom: ``triplet_kj[t]`` is the edge ``j -> k``
     (centre ``j``) whose message flows into edge ``triplet_ji[t]``, the edge ``i -> j`` (centre
@@ -40,6 +47,7 @@ TRIPLET_JI: Final = "triplet_ji_index"  # [T] int64, edge index i -> j (incremen
 EDGE_VEC: Final = "edge_vec"  # [E, 3] float, Å, pos[j] - pos[i] + shift @ cell
 EDGE_LEN: Final = "edge_len"  # [E] float, Å
 SPECIES: Final = "species"  # [N] int64, index of z in the model's element list
+EDGE_PAIRED: Final = "edge_paired"  # Python bool, edges follow the pair convention (set by ForceField)
 
 # --- labels and per-frame loss weights ------------------------------------------------------
 ENERGY: Final = "energy"  # [B] float, eV, total potential energy

@@ -7,6 +7,7 @@ largest error it saw so that reports can quote it.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import numpy as np
@@ -17,6 +18,7 @@ from torch_geometric.data import Batch
 from gnnpot import keys
 from gnnpot.data import AtomicData
 from gnnpot.models import ForceField
+from gnnpot.nn import edges_paired
 
 
 def evaluate(model: ForceField, frames: Sequence[Atoms], train: bool = False) -> list[dict[str, np.ndarray]]:
@@ -144,6 +146,29 @@ def check_batch(model: ForceField, frames: Sequence[Atoms], rtol: float = 1e-10)
     leak = float(grad[len(frames[0]) :].abs().max()) if len(frames) > 1 else 0.0
     assert leak == 0.0, f"energy of frame 0 depends on other frames' positions (max gradient {leak:.3e})"
     return worst
+
+
+def check_edge_order(model: ForceField, frames: Sequence[Atoms], rtol: float = 1e-10, seed: int = 0) -> float:
+    """Shuffled edges (no longer in reversed pairs) give the same outputs as the paired list.
+
+    gnnpot's neighbour lists pair each edge with its reverse and the layers share radial work
+    within a pair (:mod:`gnnpot.nn.pairs`); any other edge order must take the plain path.
+    """
+    batch = _batch(model, frames)
+    assert edges_paired(batch[keys.EDGE_INDEX], batch[keys.EDGE_SHIFT]), "neighbour list is not paired"
+    shuffled = copy.copy(batch)
+    order = torch.randperm(batch[keys.EDGE_INDEX].shape[1], generator=torch.Generator().manual_seed(seed))
+    shuffled[keys.EDGE_INDEX] = batch[keys.EDGE_INDEX][:, order]
+    shuffled[keys.EDGE_SHIFT] = batch[keys.EDGE_SHIFT][order]
+    assert not edges_paired(shuffled[keys.EDGE_INDEX], shuffled[keys.EDGE_SHIFT])
+    was_training = model.training
+    model.eval()
+    try:
+        paired, plain = ({k: _np(v.detach()) for k, v in model(b).items()} for b in (batch, shuffled))
+    finally:
+        model.train(was_training)
+    errors = {key: float(np.abs(paired[key] - plain[key]).max()) for key in paired}
+    return _assert_small(errors, _scale(plain), rtol, "paired against shuffled edges")
 
 
 def check_supercell(model: ForceField, atoms: Atoms, rtol: float = 1e-9) -> float:

@@ -24,9 +24,11 @@ def main() -> None:
         torch.manual_seed(0)
         default = build_model(name, cutoff=args.cutoff, elements=["Cu", "Au"])
         num_params = sum(p.numel() for p in default.parameters())
-        model = build_model(
-            name, cutoff=4.0, elements=["H", "C", "O", "Cu", "Au"], **testing.TINY_HPARAMS[name]
-        ).double().eval()
+        model = (
+            build_model(name, cutoff=4.0, elements=["H", "C", "O", "Cu", "Au"], **testing.TINY_HPARAMS[name])
+            .double()
+            .eval()
+        )
         ethanol = molecule("CH3CH2OH")
         ethanol.rattle(0.05, seed=0)
         invariance = max(testing.check_invariance(model, s) for s in (ethanol, cell))

@@ -63,6 +63,11 @@ def test_batch_equals_single_frames(name):
 
 
 @pytest.mark.parametrize("name", FAMILIES)
+def test_paired_and_shuffled_edges_agree(name):
+    testing.check_edge_order(make_model(name), [ethanol(), triclinic_cuau(), one_atom_cell()])
+
+
+@pytest.mark.parametrize("name", FAMILIES)
 @pytest.mark.parametrize("system", [triclinic_cuau, one_atom_cell])
 def test_supercell_is_extensive(name, system):
     testing.check_supercell(make_model(name), system())

@@ -28,8 +28,17 @@ def neighbor_list_arrays(
     Returns:
         ``(i, j, shifts)``: centre indices [E], neighbour indices [E] and integer cell shifts
         [E, 3] such that ``pos[j] - pos[i] + shifts @ cell`` is the edge vector. There is no
-        self-pair at zero shift; an atom does pair with its own periodic images.
+        self-pair at zero shift; an atom does pair with its own periodic images. Edges come in
+        pairs (see :data:`gnnpot.keys.EDGE_INDEX`): edge ``2k + 1`` is edge ``2k`` reversed, and
+        the pairs are in a canonical order, so equal inputs give equal arrays.
     """
+    return interleave_pairs(*_half_pairs(positions, cell, pbc, cutoff))
+
+
+def _half_pairs(
+    positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every unordered pair within ``cutoff`` once, in :func:`canonical_pairs` order."""
     cutoff = _check_cutoff(cutoff)
     positions = np.ascontiguousarray(positions, dtype=np.float64)
     pbc = np.asarray(pbc, dtype=bool).reshape(3)
@@ -43,9 +52,32 @@ def neighbor_list_arrays(
             cell = _complete_cell(cell, pbc)
     else:
         cell = np.zeros((3, 3))
-    calculator = vesin.NeighborList(cutoff=cutoff, full_list=True)
+    calculator = vesin.NeighborList(cutoff=cutoff, full_list=False)
     i, j, shifts = calculator.compute(points=positions, box=cell, periodic=pbc.tolist(), quantities="ijS", copy=True)
-    return i.astype(np.int64), j.astype(np.int64), shifts.astype(np.int64)
+    return canonical_pairs(i.astype(np.int64), j.astype(np.int64), shifts.astype(np.int64))
+
+
+def canonical_pairs(i: np.ndarray, j: np.ndarray, shifts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Orient each pair ``i < j`` (an atom with its own image: first non-zero shift > 0) and sort.
+
+    A half list's orientation depends on how its builder binned space (and so on the cutoff);
+    this order does not, so a list kept with a skin equals a fresh one.
+    """
+    first = np.where(shifts[:, 0] != 0, shifts[:, 0], np.where(shifts[:, 1] != 0, shifts[:, 1], shifts[:, 2]))
+    flip = (i > j) | ((i == j) & (first < 0))
+    i, j = np.where(flip, j, i), np.where(flip, i, j)
+    shifts = np.where(flip[:, None], -shifts, shifts)
+    order = np.lexsort((shifts[:, 2], shifts[:, 1], shifts[:, 0], j, i))
+    return i[order], j[order], shifts[order]
+
+
+def interleave_pairs(i: np.ndarray, j: np.ndarray, shifts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Half list [P] to full list [2P]: edge ``2k`` is pair ``k``, edge ``2k + 1`` its reverse."""
+    return (
+        np.stack([i, j], axis=1).reshape(-1),
+        np.stack([j, i], axis=1).reshape(-1),
+        np.stack([shifts, -shifts], axis=1).reshape(-1, 3),
+    )
 
 
 def neighbor_list(atoms: Atoms, cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -115,8 +147,9 @@ class SkinNeighborList:
     The list is built with vesin at ``cutoff + skin`` and kept while no atom has moved more than
     ``skin / 2`` since the build and the cell, periodicity and atom count are unchanged: then no
     pair can have come within ``cutoff`` unseen. Each call filters the kept pairs to those within
-    ``cutoff`` now. Edges are returned in a canonical order (by ``i``, ``j``, shift), so the result
-    is the same array as a fresh build would give (``skin=0`` rebuilds every call).
+    ``cutoff`` now. Pairs are kept once and returned in the canonical paired order of
+    :func:`neighbor_list_arrays`, so the result is the same array as a fresh build would give
+    (``skin=0`` rebuilds every call).
 
     Args:
         cutoff: radius of the returned pairs, Å.
@@ -141,16 +174,14 @@ class SkinNeighborList:
         cell = np.asarray(cell, dtype=np.float64).reshape(3, 3)
         pbc = np.asarray(pbc, dtype=bool).reshape(3)
         if self._needs_build(positions, cell, pbc):
-            i, j, shifts = neighbor_list_arrays(positions, cell, pbc, self.cutoff + self.skin)
-            order = np.lexsort((shifts[:, 2], shifts[:, 1], shifts[:, 0], j, i))
-            self._pairs = (i[order], j[order], shifts[order])
+            self._pairs = _half_pairs(positions, cell, pbc, self.cutoff + self.skin)
             self._ref = (positions.copy(), cell.copy(), pbc.copy())
             self.num_builds += 1
         i, j, shifts = self._pairs
         distances = np.linalg.norm(positions[j] - positions[i] + shifts @ cell, axis=1)
         keep = distances < self.cutoff
         self.min_distance = float(distances[keep].min()) if keep.any() else float("inf")
-        return i[keep], j[keep], shifts[keep], distances[keep]
+        return *interleave_pairs(i[keep], j[keep], shifts[keep]), np.repeat(distances[keep], 2)
 
     def _needs_build(self, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> bool:
         if self._ref is None or self.skin == 0.0:

@@ -8,8 +8,8 @@ backward that gives forces and virials -- into one plain graph of aten operation
 sizes. That graph is an ordinary differentiable function of the weights, so ``torch.compile``
 (TorchInductor) compiles it and, while training, differentiates it once more for the loss.
 
-One graph is traced per kind of input: training or inference, with or without virials, dtype,
-device, extra inputs (DimeNet triplets), and which sizes are 0, 1 or larger (the tracer
+One graph is traced per kind of input: training or inference, with or without virials, paired
+edges or not, dtype, device, extra inputs (DimeNet triplets), and which sizes are 0, 1 or larger (the tracer
 specialises on those). Numbers of atoms, edges and frames are otherwise free: an MD run or a
 training epoch compiles once per kind.
 """
@@ -54,6 +54,7 @@ def compiled_gradients(
     if not create_graph:
         params = {name: p.detach() for name, p in params.items()}
     key = (
+        inputs.paired,
         create_graph,
         want_virial,
         potential.training,
@@ -63,7 +64,9 @@ def compiled_gradients(
     )
     fn = forcefield._compiled_fns.get(key)
     if fn is None:
-        fn = _compile(forcefield, params, tensors, extra_keys, baseline is not None, want_virial, create_graph)
+        fn = _compile(
+            forcefield, params, tensors, extra_keys, baseline is not None, inputs.paired, want_virial, create_graph
+        )
         forcefield._compiled_fns[key] = fn
     atomic, forces, virial = fn(params, tensors)
     return atomic, forces, (virial if want_virial else None)
@@ -84,6 +87,7 @@ def _compile(
     tensors: list[Tensor],
     extra_keys: tuple[str, ...],
     has_baseline: bool,
+    paired: bool,
     want_virial: bool,
     create_graph: bool,
 ) -> Callable:
@@ -96,7 +100,7 @@ def _compile(
         rest = tensors[len(_TENSORS) :]
         extra = dict(zip(extra_keys, rest[: len(extra_keys)], strict=True))
         baseline = rest[len(extra_keys)] if has_baseline else None
-        inputs = GradientInputs(**named, extra=extra)
+        inputs = GradientInputs(**named, extra=extra, paired=paired)
 
         def call(graph: Data, species: Tensor, baseline: Tensor | None, edge_vec: Tensor) -> Tensor:
             return functional_call(potential, params, (graph, species, baseline, edge_vec))

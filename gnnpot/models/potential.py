@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Data
 
 from gnnpot import keys
-from gnnpot.nn import ScaleShift, ZBLRepulsion, edge_vectors, scatter_sum
+from gnnpot.nn import ScaleShift, ZBLRepulsion, edge_vectors, edges_paired, scatter_sum
 
 
 class Potential(nn.Module):
@@ -202,6 +202,7 @@ class ForceField(nn.Module):
             edge_shift=data[keys.EDGE_SHIFT],
             batch=batch,
             extra={k: data[k] for k in (keys.TRIPLET_KJ, keys.TRIPLET_JI) if data.get(k) is not None},
+            paired=edges_paired(data[keys.EDGE_INDEX], data[keys.EDGE_SHIFT]),
         )
         want_virial = bool(data[keys.PBC].any())
         create_graph = self.training and torch.is_grad_enabled()
@@ -233,6 +234,7 @@ class GradientInputs:
     edge_shift: Tensor
     batch: Tensor
     extra: dict[str, Tensor]
+    paired: bool = False  # edges follow the pair convention of gnnpot.keys
 
 
 def energy_gradients(
@@ -261,6 +263,7 @@ def energy_gradients(
             edge_index=inputs.edge_index,
             edge_shift=inputs.edge_shift,
             batch=inputs.batch,
+            edge_paired=inputs.paired,
             **inputs.extra,
         )
         atomic = potential(graph, inputs.species, baseline, edge_vec)

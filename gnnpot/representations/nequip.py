@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Data
 
 from gnnpot import keys
-from gnnpot.nn import BesselRBF, PolynomialCutoff, gather, scatter_sum
+from gnnpot.nn import BesselRBF, PolynomialCutoff, gather, pair_expand, pair_lengths, scatter_sum
 
 _ACTIVATIONS = {1: F.silu, -1: torch.tanh}  # by parity: SiLU on even scalars, tanh on odd ones
 _WIGNER_3J = re.compile(r"_w3j_(\d+)_(\d+)_(\d+)$")  # e3nn's name for its coupling-coefficient buffers
@@ -176,12 +176,20 @@ class _Interaction(nn.Module):
             nn.init.normal_(parameter)
 
     def forward(
-        self, x: Tensor, one_hot: Tensor, edge_index: Tensor, sh: Tensor, radial: Tensor, norm: Tensor
+        self,
+        x: Tensor,
+        one_hot: Tensor,
+        edge_index: Tensor,
+        sh: Tensor,
+        radial: Tensor,
+        norm: Tensor,
+        paired: bool = False,
     ) -> Tensor:
         """Args: x [N, irreps_in.dim], one_hot [N, num_elements], edge_index [2, E],
-        sh [E, irreps_sh.dim], radial [E, num_rbf] (enveloped), norm [] message scale.
-        Returns: [N, irreps_out.dim]."""
-        weight = self.radial(radial)  # [E, weight_numel], 0 at the cutoff (no biases, silu(0) = 0)
+        sh [E, irreps_sh.dim], radial [E', num_rbf] (enveloped; one row per edge pair, E' = E // 2,
+        when ``paired``), norm [] message scale. Returns: [N, irreps_out.dim]."""
+        # [E, weight_numel], 0 at the cutoff (no biases, silu(0) = 0); the MLP runs once per pair
+        weight = pair_expand(self.radial(radial), paired)
         self_connection = self.self_connection(x, one_hot)
         messages = self.conv(gather(self.linear_in(x), edge_index[1]), sh, weight)
         x = scatter_sum(messages, edge_index[0], x.shape[0]) * norm
@@ -275,12 +283,14 @@ class NequIP(nn.Module):
         edge_vec, edge_len = graph[keys.EDGE_VEC], graph[keys.EDGE_LEN]
         # Edge geometry is shared by all interactions: computed once.
         sh = self.spherical_harmonics(edge_vec)
-        radial = self.rbf(edge_len) * self.envelope(edge_len).unsqueeze(-1)
+        paired = bool(graph.get(keys.EDGE_PAIRED, False))
+        lengths = pair_lengths(edge_len, paired)
+        radial = self.rbf(lengths) * self.envelope(lengths).unsqueeze(-1)
         norm = self.avg_num_neighbors.to(edge_vec.dtype).rsqrt()
         x = self.embedding(species)
         one_hot = F.one_hot(species, self.num_elements).to(x.dtype)
         for interaction in self.interactions:
-            x = interaction(x, one_hot, edge_index, sh, radial, norm)
+            x = interaction(x, one_hot, edge_index, sh, radial, norm, paired)
         return self.output(x)
 
     def __repr__(self) -> str:

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Data
 
 from gnnpot import keys
-from gnnpot.nn import BesselRBF, CosineCutoff, gather, scatter_sum
+from gnnpot.nn import BesselRBF, CosineCutoff, gather, pair_lengths, pair_mul, scatter_sum
 
 
 def _reset_linear(module: nn.Module) -> None:
@@ -48,22 +48,30 @@ class PaiNNMessage(nn.Module):
         _reset_linear(self)
 
     def forward(
-        self, s: Tensor, v: Tensor | None, edge_index: Tensor, filters: Tensor, direction: Tensor
+        self,
+        s: Tensor,
+        v: Tensor | None,
+        edge_index: Tensor,
+        filters: Tensor,
+        direction: Tensor,
+        paired: bool = False,
     ) -> tuple[Tensor, Tensor]:
         """Args:
             s: [N, F] scalar features.
             v: [N, 3, F] vector features, or ``None`` when they are all zero (the first block);
                 this skips gathering and gating zeros over every edge.
             edge_index: [2, E], row 0 centre i, row 1 neighbour j.
-            filters: [E, 3F] radial filters ``W(r_ij)``, already multiplied by the envelope.
+            filters: [E', 3F] radial filters ``W(r_ij)``, already multiplied by the envelope;
+                one row per edge pair (E' = E // 2) when ``paired``, else per edge.
             direction: [E, 3] unit edge vectors.
+            paired: edges follow the pair convention (:mod:`gnnpot.nn.pairs`).
 
         Returns:
             updated ``s`` [N, F] and ``v`` [N, 3, F].
         """
         centre, neighbour = edge_index[0], edge_index[1]
         num_atoms = s.shape[0]
-        messages = gather(self.context(s), neighbour) * filters
+        messages = pair_mul(gather(self.context(s), neighbour), filters, paired)
         ds, gate_v, gate_dir = messages.split(self.num_features, dim=-1)
         dv = direction.unsqueeze(-1) * gate_dir.unsqueeze(1)
         if v is not None:
@@ -162,7 +170,9 @@ class PaiNN(nn.Module):
         """Scalar features [N, F] (invariant) and vector features [N, 3, F] (rotate with the input)."""
         edge_index, edge_vec, edge_len = graph[keys.EDGE_INDEX], graph[keys.EDGE_VEC], graph[keys.EDGE_LEN]
         direction = edge_vec / edge_len.unsqueeze(-1)
-        filters = self.filter_net(self.rbf(edge_len)) * self.envelope(edge_len).unsqueeze(-1)
+        paired = bool(graph.get(keys.EDGE_PAIRED, False))
+        lengths = pair_lengths(edge_len, paired)  # filters depend on the length: one per edge pair
+        filters = self.filter_net(self.rbf(lengths)) * self.envelope(lengths).unsqueeze(-1)
         if self.shared_filters:
             layer_filters = [filters] * self.num_interactions
         else:
@@ -170,7 +180,7 @@ class PaiNN(nn.Module):
         s = self.embedding(graph[keys.SPECIES])
         v: Tensor | None = None  # vectors start at zero: the first message block creates them
         for message, update, w in zip(self.messages, self.updates, layer_filters, strict=True):
-            s, v = message(s, v, edge_index, w, direction)
+            s, v = message(s, v, edge_index, w, direction, paired)
             s, v = update(s, v)
         return s, v
 

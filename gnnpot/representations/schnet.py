@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Data
 
 from gnnpot import keys
-from gnnpot.nn import CosineCutoff, GaussianRBF, gather, scatter_sum
+from gnnpot.nn import CosineCutoff, GaussianRBF, gather, pair_lengths, pair_mul, scatter_sum
 
 
 class ShiftedSoftplus(nn.Module):
@@ -44,10 +44,11 @@ class CFConvInteraction(nn.Module):
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
 
-    def forward(self, x: Tensor, edge_index: Tensor, rbf: Tensor, envelope: Tensor) -> Tensor:
-        """Args: x [N, F], edge_index [2, E], rbf [E, num_rbf], envelope [E]. Returns: [N, F]."""
+    def forward(self, x: Tensor, edge_index: Tensor, rbf: Tensor, envelope: Tensor, paired: bool = False) -> Tensor:
+        """Args: x [N, F], edge_index [2, E], rbf [E', num_rbf], envelope [E'] with E' = E // 2 when
+        ``paired`` (one row per edge pair, see :mod:`gnnpot.nn.pairs`), else E. Returns: [N, F]."""
         filters = self.filter_net(rbf) * envelope.unsqueeze(-1)
-        messages = gather(self.in2f(x), edge_index[1]) * filters
+        messages = pair_mul(gather(self.in2f(x), edge_index[1]), filters, paired)
         return x + self.f2out(scatter_sum(messages, edge_index[0], x.shape[0]))
 
 
@@ -90,12 +91,14 @@ class SchNet(nn.Module):
 
     def forward(self, graph: Data) -> Tensor:
         edge_index, edge_len = graph[keys.EDGE_INDEX], graph[keys.EDGE_LEN]
-        # The radial basis and envelope are shared by all interactions: computed once.
-        rbf = self.rbf(edge_len)
-        envelope = self.envelope(edge_len)
+        # The radial basis and envelope are shared by all interactions (and by both edges of a pair).
+        paired = bool(graph.get(keys.EDGE_PAIRED, False))
+        lengths = pair_lengths(edge_len, paired)
+        rbf = self.rbf(lengths)
+        envelope = self.envelope(lengths)
         x = self.embedding(graph[keys.SPECIES])
         for interaction in self.interactions:
-            x = interaction(x, edge_index, rbf, envelope)
+            x = interaction(x, edge_index, rbf, envelope, paired)
         return x
 
     def __repr__(self) -> str:

@@ -54,8 +54,19 @@ def test_download_names_missing_molecule(tmp_path, fake_archive):
 def test_cli_download_from_local_archive(tmp_path, fake_archive, capsys):
     from gnnpot.cli import main
 
-    status = main(["data", "download", "rmd17", "--out", str(tmp_path / "o"), "--molecules", "ethanol",
-                   "--url", fake_archive.as_uri()])
+    status = main(
+        [
+            "data",
+            "download",
+            "rmd17",
+            "--out",
+            str(tmp_path / "o"),
+            "--molecules",
+            "ethanol",
+            "--url",
+            fake_archive.as_uri(),
+        ]
+    )
     assert status == 0
     assert "rmd17_ethanol_train_01.npz" in capsys.readouterr().out
     assert main(["data", "download", "rmd17", "--out", str(tmp_path / "o"), "--url", "file:///nonexistent.tar"]) == 1

@@ -162,3 +162,22 @@ def test_skin_list_equals_a_fresh_list_as_atoms_move(pbc):
     np.testing.assert_allclose(a[3], np.linalg.norm(positions[a[1]] - positions[a[0]] + a[2] @ cell, axis=1))
     with pytest.raises(ValueError, match="skin must be >= 0"):
         SkinNeighborList(3.0, skin=-1.0)
+
+
+@pytest.mark.parametrize(
+    "atoms",
+    [
+        molecule("CH3CH2OH"),
+        Atoms("Cu", cell=[[2.0, 0.0, 0.0], [0.3, 2.2, 0.0], [0.1, 0.2, 2.4]], pbc=True),
+        Atoms("CuAu", positions=[[0, 0, 0], [1.2, 1.1, 0.4]], cell=[3.0, 3.1, 0.0], pbc=[True, True, False]),
+    ],
+)
+def test_edges_come_in_reversed_pairs(atoms):
+    i, j, shifts = neighbor_list(atoms, 4.5)
+    assert len(i) % 2 == 0 and len(i) > 0
+    assert (i[0::2] == j[1::2]).all() and (j[0::2] == i[1::2]).all()
+    assert (shifts[0::2] == -shifts[1::2]).all()
+    # the even edges hold each unordered pair once, oriented i < j (or a positive shift for i == j)
+    pairs = {(a, b, *s) for a, b, s in zip(i[0::2], j[0::2], shifts[0::2].tolist())}
+    assert len(pairs) == len(i) // 2
+    assert all(a < b or (a == b and next(x for x in s if x) > 0) for a, b, *s in pairs)

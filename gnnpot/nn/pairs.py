@@ -1,0 +1,41 @@
+"""Edge-pair helpers: radial work on one edge of each reversed pair (see :mod:`gnnpot.keys`).
+
+The length of edge ``2k + 1`` equals that of edge ``2k`` (its reverse), so anything that depends
+on the length alone is computed for the even edges and shared. Every helper takes ``paired``
+and does the plain per-edge thing when it is False.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+
+def pair_lengths(edge_len: Tensor, paired: bool) -> Tensor:
+    """The lengths radial functions need: [E // 2] (even edges) when paired, else [E]."""
+    return edge_len[0::2] if paired else edge_len
+
+
+def pair_mul(edge_values: Tensor, radial: Tensor, paired: bool) -> Tensor:
+    """``edge_values`` [E, ...] times ``radial`` of :func:`pair_lengths` rows, broadcast to both
+    edges of each pair without materialising the repeated rows."""
+    if not paired:
+        return edge_values * radial
+    return (edge_values.unflatten(0, (-1, 2)) * radial.unsqueeze(1)).flatten(0, 1)
+
+
+def pair_expand(radial: Tensor, paired: bool) -> Tensor:
+    """``radial`` of :func:`pair_lengths` rows to one row per edge [E, ...]."""
+    if not paired:
+        return radial
+    return radial.unsqueeze(1).expand(-1, 2, *radial.shape[1:]).flatten(0, 1)
+
+
+def edges_paired(edge_index: Tensor, edge_shift: Tensor) -> bool:
+    """Whether edge ``2k + 1`` is edge ``2k`` reversed for every ``k`` (a few vector compares)."""
+    if edge_index.shape[1] % 2:
+        return False
+    even, odd = edge_index[:, 0::2], edge_index[:, 1::2]
+    same = (even[0] == odd[1]).all() & (even[1] == odd[0]).all()
+    if edge_shift.numel():
+        same = same & (edge_shift[0::2] == -edge_shift[1::2]).all()
+    return bool(same)
