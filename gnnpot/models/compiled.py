@@ -115,7 +115,26 @@ def _compile(
         traced = make_fx(function, tracing_mode="symbolic")(
             {name: p.detach() for name, p in params.items()}, [t.detach() for t in tensors]
         )
+    if create_graph:
+        _drop_detach(traced)
     return torch.compile(traced, backend=_inductor, dynamic=True, fullgraph=True)
+
+
+def _drop_detach(traced: torch.fx.GraphModule) -> None:
+    """Make the traced force backward differentiable in everything it depends on.
+
+    Autograd saves the outputs of some operations (``sqrt``, ``exp``, ``sigmoid``, norms) for their
+    backward; the tracer records each reuse as ``detach(output)``. Eager autograd re-attaches
+    such outputs when ``create_graph`` is set, but in the traced graph the ``detach`` would stop
+    the second derivative, and the force loss would miss paths (PaiNN's gradients were off by up
+    to 100 % before this). gnnpot's models never detach inside the forward, so every ``detach``
+    in the graph is one of these and is replaced by its input.
+    """
+    for node in list(traced.graph.nodes):
+        if node.op == "call_function" and node.target is torch.ops.aten.detach.default:
+            node.replace_all_uses_with(node.args[0])
+            traced.graph.erase_node(node)
+    traced.recompile()
 
 
 def _inductor(graph: torch.fx.GraphModule, example_inputs: list) -> Callable:
