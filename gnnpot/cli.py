@@ -382,6 +382,9 @@ def _add_structure_arguments(parser: argparse.ArgumentParser, committee: bool) -
     parser.add_argument("--dtype", default="float64", choices=("float32", "float64"), help="(default float64)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--skin", type=float, default=0.5, help="neighbour-list skin, Å; 0 rebuilds every step")
+    parser.add_argument(
+        "--compile", action="store_true", help="compiled model (torch.compile): slower start, faster steps"
+    )
 
 
 def _read_structure(path: str, index: str) -> Atoms:
@@ -424,7 +427,7 @@ def _md(args: argparse.Namespace) -> int:
     from gnnpot.calculators import GNNPotCalculator, run_md
 
     atoms = _read_structure(args.structure, args.index)
-    calc = GNNPotCalculator(args.model, dtype=args.dtype, device=args.device, skin=args.skin)
+    calc = GNNPotCalculator(args.model, dtype=args.dtype, device=args.device, skin=args.skin, compile=args.compile)
     log = sys.stdout if args.log == "-" and not args.json else (None if args.log == "-" else args.log)
     result = run_md(
         atoms,
@@ -486,7 +489,7 @@ def _relax(args: argparse.Namespace) -> int:
     from gnnpot.calculators import GNNPotCalculator, relax
 
     atoms = _read_structure(args.structure, args.index)
-    calc = GNNPotCalculator(args.model, dtype=args.dtype, device=args.device, skin=args.skin)
+    calc = GNNPotCalculator(args.model, dtype=args.dtype, device=args.device, skin=args.skin, compile=args.compile)
     result = relax(
         atoms, calc, fmax=args.fmax, steps=args.steps, cell=args.cell, optimizer=args.optimizer,
         trajectory=args.trajectory, logfile="-" if not args.json else None,

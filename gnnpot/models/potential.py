@@ -161,6 +161,7 @@ class ForceField(nn.Module):
         self.config = dict(config or {})
         self.compiled = False
         self._compiled_fns: dict[tuple, Callable] = {}
+        self._weights = None  # gnnpot.models.compiled._Weights, made on the first compiled call
 
     @property
     def cutoff(self) -> float:
@@ -179,13 +180,23 @@ class ForceField(nn.Module):
         """
         self.compiled = bool(enabled)
         self._compiled_fns = {}
+        self._weights = None
         return self
 
     def __getstate__(self) -> dict:
         # compiled functions are neither picklable nor deep-copyable; copies compile again
         state = dict(super().__getstate__())
         state["_compiled_fns"] = {}
+        state["_weights"] = None
         return state
+
+    def _apply(self, fn: Callable, recurse: bool = True) -> ForceField:
+        self._weights = None  # .to(), .float(), .double() may give new tensors
+        return super()._apply(fn, recurse)
+
+    def train(self, mode: bool = True) -> ForceField:
+        self._weights = None
+        return super().train(mode)
 
     def forward(self, data: Data) -> dict[str, Tensor]:
         """Returns ``energy`` [B], ``forces`` [N, 3], ``atomic_energy`` [N] and ``stress`` [B, 3, 3]

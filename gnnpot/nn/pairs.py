@@ -7,6 +7,7 @@ and does the plain per-edge thing when it is False.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 
@@ -18,24 +19,22 @@ def pair_lengths(edge_len: Tensor, paired: bool) -> Tensor:
 def pair_mul(edge_values: Tensor, radial: Tensor, paired: bool) -> Tensor:
     """``edge_values`` [E, ...] times ``radial`` of :func:`pair_lengths` rows, broadcast to both
     edges of each pair without materialising the repeated rows."""
-    if not paired:
-        return edge_values * radial
-    return (edge_values.unflatten(0, (-1, 2)) * radial.unsqueeze(1)).flatten(0, 1)
+    return edge_values * pair_expand(radial, paired)
 
 
 def pair_expand(radial: Tensor, paired: bool) -> Tensor:
     """``radial`` of :func:`pair_lengths` rows to one row per edge [E, ...]."""
     if not paired:
         return radial
-    return radial.unsqueeze(1).expand(-1, 2, *radial.shape[1:]).flatten(0, 1)
+    index = torch.arange(2 * radial.shape[0], device=radial.device) // 2
+    return radial.index_select(0, index)
 
 
 def edges_paired(edge_index: Tensor, edge_shift: Tensor) -> bool:
     """Whether edge ``2k + 1`` is edge ``2k`` reversed for every ``k`` (a few vector compares)."""
     if edge_index.shape[1] % 2:
         return False
-    even, odd = edge_index[:, 0::2], edge_index[:, 1::2]
-    same = (even[0] == odd[1]).all() & (even[1] == odd[0]).all()
-    if edge_shift.numel():
-        same = same & (edge_shift[0::2] == -edge_shift[1::2]).all()
-    return bool(same)
+    # torch.equal answers with one kernel and no tensor of flags
+    return torch.equal(edge_index[:, 0::2], edge_index[:, 1::2].flip(0)) and torch.equal(
+        edge_shift[0::2], edge_shift[1::2].neg()
+    )

@@ -82,6 +82,8 @@ class PotentialModule(L.LightningModule):
             rate, so a plateau reduction within it does not last; keep it shorter than the patience).
         monitor: metric the plateau scheduler watches.
         ema_decay: decay of the weight average used for validation, testing and saving; ``None`` for none.
+        compile: train and validate through the compiled path (:meth:`ForceField.enable_compile`):
+            the first steps compile (seconds to minutes), later steps run faster. Off by default.
     """
 
     def __init__(
@@ -110,6 +112,7 @@ class PotentialModule(L.LightningModule):
         warmup_steps: int = 0,
         monitor: str = "val/loss",
         ema_decay: float | None = 0.99,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         if representation not in REGISTRY:
@@ -165,7 +168,7 @@ class PotentialModule(L.LightningModule):
             scale=float(hp.scale),
             zbl=hp.zbl,
             **hp.representation_hparams,
-        )
+        ).enable_compile(hp.get("compile", False))
         self.ema = EMA(self.model, hp.ema_decay) if hp.ema_decay is not None else None
 
     @property

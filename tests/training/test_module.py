@@ -200,3 +200,17 @@ def test_e0_from_an_isolated_atoms_file(tmp_path, emt_file):
     assert resolved["e0"] == {"Cu": -1.5, "Au": -2.5} and resolved["scale"] == pytest.approx(force_rms(dm.train_data))
     module.build()
     assert module.model.potential.scale_shift.shift.tolist() == [-1.5, -2.5]
+
+
+@pytest.mark.slow
+def test_compiled_training_follows_eager(tmp_path, emt_file, make_trainer):
+    """Two epochs with ``compile=True`` reach the same weights as eager, up to float32 round-off."""
+    weights = []
+    for compile in (False, True):
+        L.seed_everything(0)
+        module = tiny("schnet", compile=compile, ema_decay=0.9)
+        make_trainer(tmp_path / str(compile), max_epochs=2).fit(module, datamodule(emt_file))
+        assert module.model.compiled is compile and module.ema.module.compiled is compile
+        weights.append({k: v.detach().clone() for k, v in module.model.state_dict().items()})
+    for key, value in weights[0].items():
+        torch.testing.assert_close(weights[1][key], value, rtol=1e-4, atol=1e-5, msg=key)
