@@ -269,3 +269,14 @@ def test_bad_arguments_stop_with_a_message(argv, capsys):
     with pytest.raises(SystemExit):
         bm.main(argv)
     assert "error" in capsys.readouterr().err
+
+
+def test_fcc_cu_is_ase_bulk_rattled():
+    from ase.build import bulk
+
+    atoms = bm.fcc_cu(2)
+    expected = bulk("Cu", "fcc", a=bm.CU_LATTICE, cubic=True).repeat((2, 2, 2))
+    expected.rattle(stdev=0.05, seed=1)
+    assert (atoms.numbers == expected.numbers).all() and atoms.pbc.all()
+    np.testing.assert_allclose(atoms.cell.array, expected.cell.array)
+    np.testing.assert_allclose(atoms.positions, expected.positions, atol=1e-12)

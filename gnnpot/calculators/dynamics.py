@@ -16,13 +16,6 @@ from typing import IO, Any, Literal
 
 import numpy as np
 from ase import Atoms, units
-from ase.io import Trajectory, write
-from ase.md.velocitydistribution import Stationary, ZeroRotation
-
-try:  # ase >= 3.29
-    from ase.md.velocitydistribution import thermalize_momenta
-except ImportError:  # older ase: the same function under its old name
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as thermalize_momenta
 
 from gnnpot.calculators.calculator import GNNPotCalculator
 
@@ -114,6 +107,14 @@ def run_md(
     rng = np.random.default_rng(seed)
     atoms.calc = calc
     if init_velocities:
+        # ase.md is imported here, not at the top: it pulls in ase.io and scipy (~40 MB of memory)
+        from ase.md.velocitydistribution import Stationary, ZeroRotation
+
+        try:  # ase >= 3.29
+            from ase.md.velocitydistribution import thermalize_momenta
+        except ImportError:  # older ase: the same function under its old name
+            from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as thermalize_momenta
+
         thermalize_momenta(atoms, temperature_K=temperature, rng=rng)
         Stationary(atoms)
         if not atoms.pbc.any():
@@ -227,9 +228,13 @@ def _trajectory_writer(trajectory: str | Path | None, atoms: Atoms) -> tuple[Any
     path = Path(trajectory)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".traj":
+        from ase.io import Trajectory  # imported when used: ase.io pulls in scipy (~40 MB)
+
         traj = Trajectory(str(path), "w", atoms)
         return (lambda a: traj.write(a)), traj.close
     stream = open(path, "w")  # noqa: SIM115 (closed by the returned function)
+    from ase.io import write
+
     return (lambda a: write(stream, a, format="extxyz")), stream.close
 
 

@@ -24,8 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, overload
 
-import ase.db
-import ase.io
 import numpy as np
 from ase import Atoms, units
 from ase.calculators.singlepoint import SinglePointCalculator
@@ -176,6 +174,8 @@ def write_frames(path: str | Path, frames: Sequence[Atoms]) -> None:
     """Write structures and their calculator labels as extended XYZ."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    import ase.io  # imported when used: ase.io pulls in scipy (~40 MB of memory)
+
     ase.io.write(path, list(frames), format="extxyz")
 
 
@@ -266,6 +266,8 @@ def read_index_file(path: str | Path) -> list[int]:
 
 
 def _read_ase(path: Path, format: str | None) -> list[Atoms]:
+    import ase.io
+
     frames: list[Atoms] = []
     try:
         for atoms in ase.io.iread(path, index=":", format=format):
@@ -276,6 +278,8 @@ def _read_ase(path: Path, format: str | None) -> list[Atoms]:
 
 
 def _read_db(path: Path) -> list[Atoms]:
+    import ase.db
+
     frames: list[Atoms] = []
     try:
         with ase.db.connect(path) as db:
