@@ -24,6 +24,18 @@ ENSEMBLES = ("nve", "nvt", "npt")
 LOG_HEADER = f"{'time_ps':>10s} {'T_K':>9s} {'E_pot_eV':>14s} {'E_kin_eV':>12s} {'E_tot_eV':>14s} {'drift_eV':>12s}"
 
 
+def thermalize_momenta(atoms: Atoms, temperature_K: float, rng: np.random.Generator) -> None:
+    """Maxwell-Boltzmann momenta at ``temperature_K`` (ASE's function under either of its names).
+
+    ase.md is imported here, not at the top: it pulls in ase.io and scipy (~40 MB of memory).
+    """
+    try:  # ase >= 3.29
+        from ase.md.velocitydistribution import thermalize_momenta as thermalize
+    except ImportError:  # older ase: the same function under its old name
+        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as thermalize
+    thermalize(atoms, temperature_K=temperature_K, rng=rng)
+
+
 class MDStop(RuntimeError):
     """A run stopped early: atoms too close, or the committee too uncertain."""
 
@@ -107,13 +119,7 @@ def run_md(
     rng = np.random.default_rng(seed)
     atoms.calc = calc
     if init_velocities:
-        # ase.md is imported here, not at the top: it pulls in ase.io and scipy (~40 MB of memory)
         from ase.md.velocitydistribution import Stationary, ZeroRotation
-
-        try:  # ase >= 3.29
-            from ase.md.velocitydistribution import thermalize_momenta
-        except ImportError:  # older ase: the same function under its old name
-            from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as thermalize_momenta
 
         thermalize_momenta(atoms, temperature_K=temperature, rng=rng)
         Stationary(atoms)
