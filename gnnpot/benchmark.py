@@ -1230,6 +1230,12 @@ def render_markdown(records: Sequence[dict[str, Any]], metas: Sequence[dict[str,
         "rebuilds it every call, as the peers do, and is compared with the same peer W4 numbers. gnnpot's W4 and "
         "MACE's compute the stress too. Peak RSS is the peak of the process that ran the row's model (per model "
         "and size when the runner started it); parameter counts are of the aspirin (H, C, O) models.",
+        "",
+        "gnnpot rows run the compiled path (`ForceField.enable_compile`, records with `hparams.compiled` true) "
+        "unless the run used `--eager`. Its one-off compilation falls in the warm-up calls, which the protocol "
+        "excludes for every harness; it costs seconds (SchNet) to minutes (NequIP paper) and about 150 MB of "
+        "resident memory (TorchInductor's import ~40 MB, tracing ~30 MB, compiling ~80 MB), which the peak RSS "
+        "rows include.",
     ]
     if scaling:
         lines += ["", "## Scaling: one MD step on periodic fcc Cu (energy + forces through the calculator)", ""]
