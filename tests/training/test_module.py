@@ -204,13 +204,20 @@ def test_e0_from_an_isolated_atoms_file(tmp_path, emt_file):
 
 @pytest.mark.slow
 def test_compiled_training_follows_eager(tmp_path, emt_file, make_trainer):
-    """Two epochs with ``compile=True`` reach the same weights as eager, up to float32 round-off."""
-    weights = []
+    """Two epochs with ``compile=True`` predict what eager training predicts, up to float32 round-off.
+
+    Predictions, not weights, are compared: the readout's last bias cancels against the isolated-atom
+    baseline, so its gradient is round-off noise that Adam scales up to full steps either way.
+    """
+    predictions = []
     for compile in (False, True):
         L.seed_everything(0)
         module = tiny("schnet", compile=compile, ema_decay=0.9)
-        make_trainer(tmp_path / str(compile), max_epochs=2).fit(module, datamodule(emt_file))
+        dm = datamodule(emt_file)
+        make_trainer(tmp_path / str(compile), max_epochs=2).fit(module, dm)
         assert module.model.compiled is compile and module.ema.module.compiled is compile
-        weights.append({k: v.detach().clone() for k, v in module.model.state_dict().items()})
-    for key, value in weights[0].items():
-        torch.testing.assert_close(weights[1][key], value, rtol=1e-4, atol=1e-5, msg=key)
+        model = module.inference_model.eval()
+        out = model(Batch.from_data_list(dm.val_data))
+        predictions.append({k: out[k].detach() for k in (keys.ENERGY, keys.FORCES, keys.STRESS)})
+    for key, value in predictions[0].items():
+        torch.testing.assert_close(predictions[1][key], value, rtol=1e-4, atol=1e-4, msg=key)
