@@ -16,6 +16,7 @@ training epoch compiles once per kind.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -44,16 +45,16 @@ def compiled_gradients(
     reaches them. Returns per-atom energies, forces and per-atom virials (or ``None``).
     """
     potential = forcefield.potential
-    inputs.extra = {**_prepare(potential.representation, inputs), **inputs.extra}
+    inputs = dataclasses.replace(inputs, extra={**_prepare(potential.representation, inputs), **inputs.extra})
     weights = forcefield._weights
     if weights is None:
         weights = forcefield._weights = _Weights(potential)
-    if potential.training:
-        params, baseline = weights.live, None  # the baseline is part of the traced graph
+    if potential.training:  # the baseline is part of the traced graph (its gradient is needed)
+        params, baseline = weights.live, None
+        if not create_graph:
+            params = {name: p.detach() for name, p in params.items()}
     else:
-        params, baseline = weights.frozen(inputs.pos)
-    if not create_graph and params is weights.live:
-        params = {name: p.detach() for name, p in params.items()}
+        params, baseline = weights.frozen(), potential._baseline(inputs.pos)
     tensors = [getattr(inputs, name) for name in _TENSORS]
     extra_keys = tuple(sorted(inputs.extra))
     tensors += [inputs.extra[k] for k in extra_keys]
@@ -100,33 +101,25 @@ def _architecture(forcefield: ForceField, params: dict[str, Tensor]) -> tuple | 
 class _Weights:
     """The potential's weights as graph inputs, kept between calls.
 
-    Walking the module tree for them and detaching each costs ~70 us, and the isolated-atom
-    baseline's cache key as much again: a tenth of a small molecule's compiled call. Here the
-    walk happens once; in eval mode the detached weights and the baseline are reused while no
-    weight's version changed (an optimizer step, ``load_state_dict`` or any in-place edit bumps
-    it). ``ForceField`` drops this object on ``.to()``/``.float()``, ``train()``/``eval()`` and
-    ``enable_compile``; replace a parameter object by assignment only before those.
+    Walking the module tree for them and detaching each costs ~70 us, a tenth of a small
+    molecule's compiled call. Here the walk happens once; in eval mode the detached weights are
+    reused while :meth:`Potential.weights_version` is unchanged. ``ForceField`` drops this object on
+    ``.to()``/``.float()``, ``train()``/``eval()`` and ``enable_compile``.
     """
 
     def __init__(self, potential: torch.nn.Module) -> None:
         self.potential = potential
         self.live = {**dict(potential.named_parameters()), **dict(potential.named_buffers())}
-        self._tensors = list(self.live.values())
-        self._versions: tuple | None = None
-        self._frozen: tuple[dict[str, Tensor], dict[tuple, Tensor]] = ({}, {})
+        self._version: tuple | None = None
+        self._detached: dict[str, Tensor] = {}
 
-    def frozen(self, like: Tensor) -> tuple[dict[str, Tensor], Tensor]:
-        """Detached weights and the baseline readout in ``like``'s dtype and device."""
-        versions = tuple(t._version for t in self._tensors)
-        if versions != self._versions:
-            self._frozen = ({name: t.detach() for name, t in self.live.items()}, {})
-            self._versions = versions
-        params, baselines = self._frozen
-        where = (like.dtype, like.device)
-        if where not in baselines:
-            with torch.no_grad():
-                baselines[where] = self.potential.isolated_readout(like)
-        return params, baselines[where]
+    def frozen(self) -> dict[str, Tensor]:
+        """The weights, detached (for inference graphs)."""
+        version = self.potential.weights_version()
+        if version != self._version:
+            self._detached = {name: t.detach() for name, t in self.live.items()}
+            self._version = version
+        return self._detached
 
 
 def _prepare(representation: torch.nn.Module, inputs: GradientInputs) -> dict[str, Tensor]:

@@ -44,6 +44,8 @@ class Potential(nn.Module):
         table[torch.tensor(self.elements)] = torch.arange(len(self.elements))
         self.register_buffer("species_table", table, persistent=False)
         self._baseline_cache: tuple[tuple, Tensor] | None = None
+        self._weight_list: list[Tensor] | None = None  # parameters and buffers, see weights_version
+        self.register_load_state_dict_post_hook(lambda module, _: module._forget_weights())
 
     def species(self, z: Tensor) -> Tensor:
         """Map atomic numbers [N] to species indices [N]; unknown elements raise ``ValueError``."""
@@ -96,24 +98,40 @@ class Potential(nn.Module):
 
         The baseline depends on the weights only, and one more pass of the representation costs
         about 15 % of a small molecule's energy + forces. Training needs its gradient, so it is
-        recomputed there. Any in-place change of a weight (an optimizer or EMA step,
-        ``load_state_dict``, ``torch.no_grad()`` edits) bumps the tensor's version and a new tensor
-        has a new address, so either invalidates the cache. Edits through ``param.data`` bypass
-        version tracking: call ``model.eval()`` again after them (``train``/``eval`` clear the cache).
+        recomputed there. The cache is keyed on :meth:`weights_version`.
         """
         if self.training:
             self._baseline_cache = None
             return self.isolated_readout(like)
-        tensors = (*self.parameters(), *self.buffers())
-        key = (like.dtype, like.device, *((id(t), t.data_ptr(), t._version) for t in tensors))
+        key = (like.dtype, like.device, self.weights_version())
         if self._baseline_cache is None or self._baseline_cache[0] != key:
             with torch.no_grad():
                 self._baseline_cache = (key, self.isolated_readout(like))
         return self._baseline_cache[1]
 
-    def train(self, mode: bool = True) -> Potential:
+    def weights_version(self) -> tuple[int, ...]:
+        """The version of every parameter and buffer: changes with any in-place change of a weight
+        (an optimizer or EMA step, ``load_state_dict``, ``torch.no_grad()`` edits).
+
+        The tensor list is walked once (walking the module tree costs ~30 us a call) and forgotten on
+        ``train``/``eval``, ``.to()``/``.float()`` and ``load_state_dict``. Edits through
+        ``param.data`` and parameters replaced by assignment bypass this: call ``model.eval()`` after them.
+        """
+        if self._weight_list is None:
+            self._weight_list = [*self.parameters(), *self.buffers()]
+        return tuple(t._version for t in self._weight_list)
+
+    def _forget_weights(self) -> None:
         self._baseline_cache = None
+        self._weight_list = None
+
+    def train(self, mode: bool = True) -> Potential:
+        self._forget_weights()
         return super().train(mode)
+
+    def _apply(self, fn: Callable, recurse: bool = True) -> Potential:
+        self._forget_weights()  # .to(), .float(), .double() may give new tensors
+        return super()._apply(fn, recurse)
 
     def isolated_readout(self, like: Tensor) -> Tensor:
         """Readout of each species as an isolated atom [num_elements], in the dtype of ``like``."""
