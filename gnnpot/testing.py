@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,6 +20,7 @@ from gnnpot import keys
 from gnnpot.data import AtomicData
 from gnnpot.models import ForceField
 from gnnpot.nn import edges_paired
+from gnnpot.representations import get_family
 
 
 def evaluate(model: ForceField, frames: Sequence[Atoms], train: bool = False) -> list[dict[str, np.ndarray]]:
@@ -266,10 +268,6 @@ def triclinic_cell() -> Atoms:
     return Atoms("CuAuCu", scaled_positions=frac, cell=cell, pbc=True)
 
 
-# Tiny widths per family, so the contract suite stays fast.
-TINY_HPARAMS: dict[str, dict] = {
-    "schnet": {"num_features": 8, "num_interactions": 2, "num_rbf": 6},
-    "dimenet": {"num_features": 8, "num_interactions": 2, "num_rbf": 4},
-    "painn": {"num_features": 8, "num_interactions": 2, "num_rbf": 6},
-    "nequip": {"num_features": 4, "num_interactions": 2, "num_rbf": 4, "l_max": 2},
-}
+def tiny_hparams(name: str) -> dict[str, Any]:
+    """A tiny model's hyperparameters for family ``name`` (its ``tiny_hparams``), so tests stay fast."""
+    return dict(get_family(name).tiny_hparams)

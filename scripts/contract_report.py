@@ -25,7 +25,7 @@ def main() -> None:
         default = build_model(name, cutoff=args.cutoff, elements=["Cu", "Au"])
         num_params = sum(p.numel() for p in default.parameters())
         model = (
-            build_model(name, cutoff=4.0, elements=["H", "C", "O", "Cu", "Au"], **testing.TINY_HPARAMS[name])
+            build_model(name, cutoff=4.0, elements=["H", "C", "O", "Cu", "Au"], **testing.tiny_hparams(name))
             .double()
             .eval()
         )

@@ -7,6 +7,7 @@ from ase import Atoms
 from ase.build import bulk, molecule
 
 from gnnpot import REGISTRY, build_model, testing
+from gnnpot.representations import Representation, check_hparams
 
 CUTOFF = 4.0
 ELEMENTS = ["H", "C", "O", "Cu", "Au"]
@@ -20,7 +21,7 @@ def make_model(name: str, dtype: torch.dtype = torch.float64):
     if key not in _MODELS:
         torch.manual_seed(0)
         model = build_model(
-            name, cutoff=CUTOFF, elements=ELEMENTS, e0=E0, scale=0.7, **testing.TINY_HPARAMS.get(name, {})
+            name, cutoff=CUTOFF, elements=ELEMENTS, e0=E0, scale=0.7, **testing.tiny_hparams(name)
         )
         _MODELS[key] = model.to(dtype).eval()
     return _MODELS[key]
@@ -38,6 +39,25 @@ def triclinic_cuau() -> Atoms:
 
 def one_atom_cell() -> Atoms:
     return bulk("Cu", "fcc", a=3.6)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_family_follows_the_written_contract(name):
+    """Subclass of Representation, tiny sizes that are small, hyperparameters by name, statistics callable."""
+    family = REGISTRY[name]
+    assert issubclass(family, Representation)
+    tiny = family.tiny_hparams  # required: without it the suite would run the family at full size
+    check_hparams(name, tiny)
+    model = make_model(name)
+    tiny_size = sum(p.numel() for p in model.parameters())
+    full = build_model(name, cutoff=CUTOFF, elements=ELEMENTS)
+    assert tiny_size < sum(p.numel() for p in full.parameters()) / 3, "tiny_hparams should give a tiny model"
+    rep = model.potential.representation
+    assert rep.cutoff == CUTOFF and rep.num_features > 0
+    assert all(callable(fn) for fn in family.data_statistics.values())
+    assert set(family.data_statistics) <= set(family.hparam_names())
+    with pytest.raises(ValueError, match=f"unknown hyperparameter 'num_feature' for {name}; accepted: "):
+        build_model(name, cutoff=CUTOFF, elements=ELEMENTS, num_feature=3)
 
 
 @pytest.mark.parametrize("name", FAMILIES)

@@ -2,7 +2,8 @@
 
 from gnnpot.models.build import build_model, clone_model, model_from_config, to_atomic_numbers
 from gnnpot.models.io import load_model, read_metadata, save_model
-from gnnpot.models.potential import ForceField, Potential
+from gnnpot.models.forces import ForceField
+from gnnpot.models.potential import Potential
 from gnnpot.models.pretrained import list_pretrained
 
 __all__ = [

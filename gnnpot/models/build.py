@@ -8,9 +8,10 @@ from typing import Any
 
 from ase.data import atomic_numbers
 
-from gnnpot.models.potential import ForceField, Potential
+from gnnpot.models.forces import ForceField
+from gnnpot.models.potential import Potential
 from gnnpot.nn import AtomwiseReadout, ScaleShift, ZBLRepulsion
-from gnnpot.representations import REGISTRY
+from gnnpot.representations import check_hparams, get_family
 
 
 def to_atomic_numbers(elements: Sequence[str | int]) -> list[int]:
@@ -52,8 +53,8 @@ def build_model(
         zbl: add the ZBL short-range repulsion prior.
         **hparams: the family's hyperparameters (``num_features``, ``num_interactions``, ...).
     """
-    if representation not in REGISTRY:
-        raise ValueError(f"unknown representation {representation!r}; choose from {sorted(REGISTRY)}")
+    family_class = get_family(representation)
+    check_hparams(representation, hparams)
     cutoff = float(cutoff)
     if not cutoff > 0:
         raise ValueError(f"cutoff must be > 0, got {cutoff!r}")
@@ -64,7 +65,7 @@ def build_model(
         if number not in numbers:
             raise ValueError(f"e0 given for element {key!r}, which is not in elements")
         shift[numbers.index(number)] = float(value)
-    family = REGISTRY[representation](num_elements=len(numbers), cutoff=cutoff, **hparams)
+    family = family_class(num_elements=len(numbers), cutoff=cutoff, **hparams)
     potential = Potential(
         representation=family,
         readout=AtomwiseReadout(family.num_features),

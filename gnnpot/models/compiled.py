@@ -1,164 +1,73 @@
-"""The compiled path of :class:`~gnnpot.models.potential.ForceField` (``enable_compile``).
+"""Tracing and compiling the energy-and-gradient function (``ForceField.enable_compile``).
 
 Written by hand because no library call does it: ``torch.compile`` stops its graph at
 ``torch.autograd.grad`` (the forces), and its ahead-of-time autograd cannot take the double
 backward that force training needs. So :func:`torch.fx.experimental.proxy_tensor.make_fx` first
-traces :func:`~gnnpot.models.potential.energy_gradients` -- the potential's forward *and* the
-backward that gives forces and virials -- into one plain graph of aten operations with symbolic
-sizes. That graph is an ordinary differentiable function of the weights, so ``torch.compile``
-(TorchInductor) compiles it and, while training, differentiates it once more for the loss.
+traces the function -- the potential's forward *and* the backward that gives forces and virials
+(:func:`~gnnpot.models.forces.energy_gradients`) -- into one plain graph of aten operations with
+symbolic sizes. That graph is an ordinary differentiable function of the weights, so
+``torch.compile`` (TorchInductor) compiles it and, while training, differentiates it once more for
+the loss.
 
 One graph is traced per kind of input: training or inference, with or without virials, paired
-edges or not, dtype, device, extra inputs (DimeNet triplets), and which sizes are 0, 1 or larger (the tracer
-specialises on those). Numbers of atoms, edges and frames are otherwise free: an MD run or a
-training epoch compiles once per kind.
+edges or not, dtype, device, the family's prepared inputs (DimeNet triplets), and which sizes are
+0, 1 or larger (the tracer specialises on those). Numbers of atoms, edges and frames are otherwise
+free: an MD run or a training epoch compiles once per kind. This module knows nothing of models:
+:class:`~gnnpot.models.forces.ForceField` hands it a function of ``(weights, tensors)``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Hashable
 
 import torch
 import torch.fx.experimental._config as fx_config
 from torch import Tensor
-from torch.func import functional_call
 from torch.fx.experimental.proxy_tensor import make_fx
-from torch_geometric.data import Data
 
-from gnnpot import keys
-
-if TYPE_CHECKING:
-    from gnnpot.models.potential import ForceField, GradientInputs
-
-_TENSORS = ("pos", "cell", "z", "species", "edge_index", "edge_shift", "batch")
-
-
-def compiled_gradients(
-    forcefield: ForceField, inputs: GradientInputs, want_virial: bool, create_graph: bool
-) -> tuple[Tensor, Tensor, Tensor | None]:
-    """:func:`~gnnpot.models.potential.energy_gradients` through a compiled graph.
-
-    Weights enter as inputs: detached for inference, as they are while training so that the loss
-    reaches them. Returns per-atom energies, forces and per-atom virials (or ``None``).
-    """
-    potential = forcefield.potential
-    inputs = dataclasses.replace(inputs, extra={**_prepare(potential.representation, inputs), **inputs.extra})
-    weights = forcefield._weights
-    if weights is None:
-        weights = forcefield._weights = _Weights(potential)
-    if potential.training:  # the baseline is part of the traced graph (its gradient is needed)
-        params, baseline = weights.live, None
-        if not create_graph:
-            params = {name: p.detach() for name, p in params.items()}
-    else:
-        params, baseline = weights.frozen(), potential._baseline(inputs.pos)
-    tensors = [getattr(inputs, name) for name in _TENSORS]
-    extra_keys = tuple(sorted(inputs.extra))
-    tensors += [inputs.extra[k] for k in extra_keys]
-    if baseline is not None:
-        tensors.append(baseline)
-    key = (
-        inputs.paired,
-        create_graph,
-        want_virial,
-        potential.training,
-        baseline is not None,
-        extra_keys,
-        tuple((t.dtype, t.device, tuple(min(int(n), 2) for n in t.shape)) for t in tensors),
-    )
-    fn = forcefield._compiled_fns.get(key)
-    if fn is None:
-        shared = _architecture(forcefield, params)
-        fn = _SHARED.get((shared, key)) if shared is not None else None
-        if fn is None:
-            fn = _compile(
-                forcefield, params, tensors, extra_keys, baseline is not None, inputs.paired, want_virial, create_graph
-            )
-            if shared is not None:
-                _SHARED[(shared, key)] = fn
-        forcefield._compiled_fns[key] = fn
-    atomic, forces, virial = fn(params, tensors)
-    return atomic, forces, (virial if want_virial else None)
-
+GradientFunction = Callable[[dict[str, Tensor], list[Tensor]], tuple[Tensor, ...]]
 
 # Compiled graphs by architecture: the weights are graph inputs, so models built from the same
 # config (a calculator's copy, committee members, an EMA copy) share one compilation.
-_SHARED: dict[tuple, Callable] = {}
+_SHARED: dict[tuple, GradientFunction] = {}
 
 
-def _architecture(forcefield: ForceField, params: dict[str, Tensor]) -> tuple | None:
-    """What fixes the traced graph besides the inputs: the config and the weights' names, shapes
-    and dtypes. ``None`` (no sharing) for a model without a config."""
-    if not forcefield.config:
-        return None
-    config = json.dumps(forcefield.config, sort_keys=True, default=repr)
-    return config, tuple((name, tuple(p.shape), p.dtype, p.device) for name, p in params.items())
+def size_signature(tensors: list[Tensor]) -> tuple:
+    """What a traced graph is specialised on: dtype, device and which sizes are 0, 1 or larger."""
+    return tuple((t.dtype, t.device, tuple(min(int(n), 2) for n in t.shape)) for t in tensors)
 
 
-class _Weights:
-    """The potential's weights as graph inputs, kept between calls.
-
-    Walking the module tree for them and detaching each costs ~70 us, a tenth of a small
-    molecule's compiled call. Here the walk happens once; in eval mode the detached weights are
-    reused while :meth:`Potential.weights_version` is unchanged. ``ForceField`` drops this object on
-    ``.to()``/``.float()``, ``train()``/``eval()`` and ``enable_compile``.
-    """
-
-    def __init__(self, potential: torch.nn.Module) -> None:
-        self.potential = potential
-        self.live = {**dict(potential.named_parameters()), **dict(potential.named_buffers())}
-        self._version: tuple | None = None
-        self._detached: dict[str, Tensor] = {}
-
-    def frozen(self) -> dict[str, Tensor]:
-        """The weights, detached (for inference graphs)."""
-        version = self.potential.weights_version()
-        if version != self._version:
-            self._detached = {name: t.detach() for name, t in self.live.items()}
-            self._version = version
-        return self._detached
-
-
-def _prepare(representation: torch.nn.Module, inputs: GradientInputs) -> dict[str, Tensor]:
-    """Data-dependent index work a traced graph cannot hold (DimeNet's triplets), done eagerly."""
-    if not hasattr(representation, "triplets") or keys.TRIPLET_KJ in inputs.extra:
-        return {}
-    graph = Data(edge_index=inputs.edge_index, edge_shift=inputs.edge_shift, species=inputs.species)
-    triplet_kj, triplet_ji = representation.triplets(graph)
-    return {keys.TRIPLET_KJ: triplet_kj, keys.TRIPLET_JI: triplet_ji}
-
-
-def _compile(
-    forcefield: ForceField,
+def compile_shared(
+    architecture: Hashable | None,
+    key: Hashable,
+    function: GradientFunction,
     params: dict[str, Tensor],
     tensors: list[Tensor],
-    extra_keys: tuple[str, ...],
-    has_baseline: bool,
-    paired: bool,
-    want_virial: bool,
     create_graph: bool,
-) -> Callable:
-    from gnnpot.models.potential import GradientInputs, energy_gradients
+) -> GradientFunction:
+    """:func:`trace_and_compile`, reusing the graph of an earlier model of the same ``architecture``.
 
-    potential = forcefield.potential
+    Args:
+        architecture: what fixes the graph besides the inputs (config, weight shapes); ``None``
+            compiles afresh.
+        key: the kind of input (see the module docstring).
+        function: ``function(params, tensors) -> tuple of tensors``, with no data-dependent branches.
+        params: example weights by name.
+        tensors: example inputs.
+        create_graph: the graph will be differentiated again (training).
+    """
+    if architecture is not None and (architecture, key) in _SHARED:
+        return _SHARED[(architecture, key)]
+    compiled = trace_and_compile(function, params, tensors, create_graph)
+    if architecture is not None:
+        _SHARED[(architecture, key)] = compiled
+    return compiled
 
-    def function(params: dict[str, Tensor], tensors: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-        named = dict(zip(_TENSORS, tensors[: len(_TENSORS)], strict=True))
-        rest = tensors[len(_TENSORS) :]
-        extra = dict(zip(extra_keys, rest[: len(extra_keys)], strict=True))
-        baseline = rest[len(extra_keys)] if has_baseline else None
-        inputs = GradientInputs(**named, extra=extra, paired=paired)
 
-        def call(graph: Data, species: Tensor, baseline: Tensor | None, edge_vec: Tensor) -> Tensor:
-            return functional_call(potential, params, (graph, species, baseline, edge_vec))
-
-        atomic, forces, virial = energy_gradients(call, inputs, baseline, want_virial, create_graph)
-        # a graph output must be a tensor: an empty one stands for "no virial"
-        return atomic, forces, virial if virial is not None else forces.new_zeros(0)
-
+def trace_and_compile(
+    function: GradientFunction, params: dict[str, Tensor], tensors: list[Tensor], create_graph: bool
+) -> GradientFunction:
+    """Trace ``function`` with symbolic sizes into one aten graph and compile it with Inductor."""
     # Without duck sizing, sizes that happen to be equal in the example (atoms and edges, say)
     # stay separate symbols instead of being assumed equal for all later inputs.
     with fx_config.patch(use_duck_shape=False):

@@ -29,7 +29,7 @@ from ase.data import chemical_symbols
 
 from gnnpot import keys
 from gnnpot.models.build import clone_model, model_from_config
-from gnnpot.models.potential import ForceField
+from gnnpot.models.forces import ForceField
 
 FORMAT = "gnnpot-model"
 FORMAT_VERSION = 1

@@ -29,6 +29,7 @@ from torch_geometric.data import Data
 from gnnpot import keys
 from gnnpot.nn import BesselRBF, PolynomialCutoff, gather, scatter_sum
 from gnnpot.nn.triplets import build_triplets
+from gnnpot.representations.base import Representation
 
 # --- spherical Bessel functions j_l, all orders at once ------------------------------------------
 # j_l(x) is evaluated by its power series below x = l + 1 and by upward recurrence from
@@ -279,11 +280,11 @@ class OutputBlock(nn.Module):
         return self.lin_out(x)
 
 
-class DimeNetPlusPlus(nn.Module):
+class DimeNetPlusPlus(Representation):
     """DimeNet++ representation: ``forward(graph) -> [N, num_features]`` invariant features.
 
-    Uses the triplets ``graph[keys.TRIPLET_KJ]`` / ``graph[keys.TRIPLET_JI]`` when the data
-    pipeline stored them, and builds them from the edge list otherwise.
+    :meth:`prepare` gives the triplets: those the data pipeline stored (``keys.TRIPLET_KJ`` and
+    ``keys.TRIPLET_JI``), or else built from the edge list.
 
     Args:
         num_elements: size of the species embedding.
@@ -301,6 +302,8 @@ class DimeNetPlusPlus(nn.Module):
         num_output_layers: dense layers per output block.
     """
 
+    tiny_hparams = {"num_features": 8, "num_interactions": 2, "num_rbf": 4}
+
     def __init__(
         self,
         num_elements: int,
@@ -317,11 +320,9 @@ class DimeNetPlusPlus(nn.Module):
         num_after_skip: int = 2,
         num_output_layers: int = 3,
     ) -> None:
-        super().__init__()
+        super().__init__(cutoff, num_features)
         if num_spherical < 1 or num_rbf < 1:
             raise ValueError(f"num_spherical and num_rbf must be >= 1, got {num_spherical!r}, {num_rbf!r}")
-        self.cutoff = float(cutoff)
-        self.num_features = int(num_features)
         self.rbf = BesselRBF(num_rbf, cutoff, trainable=True)
         self.envelope = PolynomialCutoff(cutoff, p=envelope_exponent + 1)
         self.sbf = SphericalBasis(num_spherical, num_rbf, cutoff)
@@ -351,19 +352,22 @@ class DimeNetPlusPlus(nn.Module):
         for block in (*self.interactions, *self.outputs):
             block.reset_parameters()
 
-    def triplets(self, graph: Data) -> tuple[Tensor, Tensor]:
-        """``(triplet_kj, triplet_ji)`` [T]: stored on the graph, or built from its edges."""
-        triplet_kj, triplet_ji = graph.get(keys.TRIPLET_KJ), graph.get(keys.TRIPLET_JI)
+    def prepare(self, data: Data) -> dict[str, Tensor]:
+        """The triplets [T] of :mod:`gnnpot.keys`: stored on ``data``, or built from its edges."""
+        triplet_kj, triplet_ji = data.get(keys.TRIPLET_KJ), data.get(keys.TRIPLET_JI)
+        edge_index = data[keys.EDGE_INDEX]
         if triplet_kj is None or triplet_ji is None:
-            num_atoms = graph[keys.SPECIES].shape[0]
-            return build_triplets(graph[keys.EDGE_INDEX], graph[keys.EDGE_SHIFT], num_atoms)
-        return triplet_kj, triplet_ji
+            if edge_index.shape[1] == 0:  # no edges, no triplets (and nothing data-dependent to trace)
+                triplet_kj = triplet_ji = edge_index.new_zeros(0)
+            else:
+                triplet_kj, triplet_ji = build_triplets(edge_index, data[keys.EDGE_SHIFT], data.num_nodes)
+        return {keys.TRIPLET_KJ: triplet_kj, keys.TRIPLET_JI: triplet_ji}
 
     def forward(self, graph: Data) -> Tensor:
         edge_index, edge_vec, edge_len = graph[keys.EDGE_INDEX], graph[keys.EDGE_VEC], graph[keys.EDGE_LEN]
         centre, neighbour = edge_index[0], edge_index[1]
         num_atoms = graph[keys.SPECIES].shape[0]
-        triplet_kj, triplet_ji = self.triplets(graph)
+        triplet_kj, triplet_ji = graph[keys.TRIPLET_KJ], graph[keys.TRIPLET_JI]
         # Bases are computed once and shared by all blocks. Every use of an edge's message is
         # weighted by its enveloped basis, so contributions vanish smoothly at the cutoff.
         envelope = self.envelope(edge_len)

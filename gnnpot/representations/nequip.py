@@ -38,7 +38,9 @@ from torch import Tensor, nn
 from torch_geometric.data import Data
 
 from gnnpot import keys
+from gnnpot.data.stats import mean_num_neighbors
 from gnnpot.nn import BesselRBF, PolynomialCutoff, gather, pair_expand, pair_lengths, scatter_sum
+from gnnpot.representations.base import Representation
 
 _ACTIVATIONS = {1: F.silu, -1: torch.tanh}  # by parity: SiLU on even scalars, tanh on odd ones
 _WIGNER_3J = re.compile(r"_w3j_(\d+)_(\d+)_(\d+)$")  # e3nn's name for its coupling-coefficient buffers
@@ -196,7 +198,7 @@ class _Interaction(nn.Module):
         return self.gate(self.linear_out(x) + self_connection)
 
 
-class NequIP(nn.Module):
+class NequIP(Representation):
     """NequIP representation: ``forward(graph) -> [N, num_features]`` invariant features.
 
     Args:
@@ -208,11 +210,15 @@ class NequIP(nn.Module):
         l_max: highest rotation order of the features and of the edge spherical harmonics.
         parity: keep both parities of every irrep (True) or only the natural one ``(-1)^l``.
         avg_num_neighbors: messages summed on an atom are divided by its square root; set it from
-            the training data (mean edges per atom). ``None`` means no normalisation. Saved as a buffer.
+            the training data (mean edges per atom; a trainer fills it when it is ``"auto"``).
+            ``None`` means no normalisation. Saved as a buffer.
         radial_features: hidden width of the radial MLPs.
         radial_layers: number of hidden layers of the radial MLPs.
         polynomial_p: exponent of the polynomial envelope.
     """
+
+    tiny_hparams = {"num_features": 4, "num_interactions": 2, "num_rbf": 4, "l_max": 2}
+    data_statistics = {"avg_num_neighbors": mean_num_neighbors}
 
     def __init__(
         self,
@@ -228,15 +234,13 @@ class NequIP(nn.Module):
         radial_layers: int = 3,
         polynomial_p: int = 6,
     ) -> None:
-        super().__init__()
+        super().__init__(cutoff, num_features)
         if l_max < 0:
             raise ValueError(f"l_max must be >= 0, got {l_max!r}")
         if num_interactions < 1:
             raise ValueError(f"num_interactions must be >= 1, got {num_interactions!r}")
         if avg_num_neighbors is not None and not avg_num_neighbors > 0:
             raise ValueError(f"avg_num_neighbors must be > 0 or None, got {avg_num_neighbors!r}")
-        self.cutoff = float(cutoff)
-        self.num_features = int(num_features)
         self.num_elements = int(num_elements)
         self.l_max = int(l_max)
         self.parity = bool(parity)

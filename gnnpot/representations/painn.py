@@ -18,6 +18,7 @@ from torch_geometric.data import Data
 
 from gnnpot import keys
 from gnnpot.nn import BesselRBF, CosineCutoff, gather, pair_lengths, pair_mul, scatter_sum
+from gnnpot.representations.base import Representation
 
 
 def _reset_linear(module: nn.Module) -> None:
@@ -117,7 +118,7 @@ class PaiNNUpdate(nn.Module):
         return s, v
 
 
-class PaiNN(nn.Module):
+class PaiNN(Representation):
     """PaiNN representation: ``forward(graph) -> [N, num_features]`` invariant scalar features.
 
     The radial basis, envelope and the filters of all layers are computed once per forward, in one
@@ -133,6 +134,8 @@ class PaiNN(nn.Module):
         eps: added under the square root of the vector norms in the update blocks.
     """
 
+    tiny_hparams = {"num_features": 8, "num_interactions": 2, "num_rbf": 6}
+
     def __init__(
         self,
         num_elements: int,
@@ -143,11 +146,9 @@ class PaiNN(nn.Module):
         shared_filters: bool = False,
         eps: float = 1e-8,
     ) -> None:
-        super().__init__()
+        super().__init__(cutoff, num_features)
         if num_interactions < 1:
             raise ValueError(f"num_interactions must be >= 1, got {num_interactions!r}")
-        self.cutoff = float(cutoff)
-        self.num_features = int(num_features)
         self.num_interactions = int(num_interactions)
         self.shared_filters = bool(shared_filters)
         self.embedding = nn.Embedding(num_elements, num_features)

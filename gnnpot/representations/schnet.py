@@ -14,6 +14,7 @@ from torch_geometric.data import Data
 
 from gnnpot import keys
 from gnnpot.nn import CosineCutoff, GaussianRBF, gather, pair_lengths, pair_mul, scatter_sum
+from gnnpot.representations.base import Representation
 
 
 class ShiftedSoftplus(nn.Module):
@@ -52,7 +53,7 @@ class CFConvInteraction(nn.Module):
         return x + self.f2out(scatter_sum(messages, edge_index[0], x.shape[0]))
 
 
-class SchNet(nn.Module):
+class SchNet(Representation):
     """SchNet representation: ``forward(graph) -> [N, num_features]`` invariant features.
 
     Args:
@@ -64,6 +65,8 @@ class SchNet(nn.Module):
         num_filters: filter width, default ``num_features``.
     """
 
+    tiny_hparams = {"num_features": 8, "num_interactions": 2, "num_rbf": 6}
+
     def __init__(
         self,
         num_elements: int,
@@ -73,9 +76,7 @@ class SchNet(nn.Module):
         num_rbf: int = 50,
         num_filters: int | None = None,
     ) -> None:
-        super().__init__()
-        self.cutoff = float(cutoff)
-        self.num_features = int(num_features)
+        super().__init__(cutoff, num_features)
         self.embedding = nn.Embedding(num_elements, num_features)
         self.rbf = GaussianRBF(num_rbf, cutoff)
         self.envelope = CosineCutoff(cutoff)

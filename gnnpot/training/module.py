@@ -12,8 +12,8 @@ model without the data.
   ``{symbol: eV}``.
 * ``scale``: ``"forces_rms"`` (eV/Å, NequIP's choice), ``"energy_std"`` (per-atom energy std after
   E0) or a number in eV.
-* ``avg_num_neighbors`` of families that take it (NequIP): from the training graphs unless
-  ``representation_hparams`` gives a number (or ``null`` for none).
+* the family's ``data_statistics`` (NequIP's ``avg_num_neighbors``): from the training graphs
+  unless ``representation_hparams`` gives a number (or ``null`` for none).
 
 Validation, testing and the saved weights use the exponential moving average of the weights
 (``ema_decay``; ``null`` turns it off). Forces need autograd in validation and testing, so the
@@ -23,7 +23,6 @@ trainer must run with ``inference_mode=False`` (the CLI sets it).
 from __future__ import annotations
 
 import copy
-import inspect
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -39,10 +38,10 @@ from torchmetrics import MeanMetric
 
 from gnnpot import keys
 from gnnpot.data.io import read_frames
-from gnnpot.data.stats import data_sha256, fit_e0, force_rms, mean_num_neighbors, per_atom_energy_std
+from gnnpot.data.stats import data_sha256, fit_e0, force_rms, per_atom_energy_std
 from gnnpot.models import ForceField, build_model, to_atomic_numbers
 from gnnpot.models.io import plain_data
-from gnnpot.representations import REGISTRY
+from gnnpot.representations import check_hparams, get_family
 from gnnpot.training.ema import EMA
 from gnnpot.training.loss import LossKind, PotentialLoss
 from gnnpot.training.metrics import PotentialMetrics
@@ -115,8 +114,7 @@ class PotentialModule(L.LightningModule):
         compile: bool = False,
     ) -> None:
         super().__init__()
-        if representation not in REGISTRY:
-            raise ValueError(f"unknown representation {representation!r}; choose from {sorted(REGISTRY)}")
+        check_hparams(representation, representation_hparams or {})
         if isinstance(e0, str) and e0 not in E0_METHODS:
             raise ValueError(f"e0 must be one of {E0_METHODS} or {{symbol: eV}}, got {e0!r}")
         if isinstance(scale, str) and scale not in SCALE_METHODS:
@@ -148,13 +146,13 @@ class PotentialModule(L.LightningModule):
 
     @property
     def statistics_resolved(self) -> bool:
-        """True when elements, E0, scale and the family's neighbour count are numbers, not methods."""
+        """True when elements, E0, scale and the family's data statistics are numbers, not methods."""
         hp = self.hparams
         return (
             hp.elements is not None
             and isinstance(hp.e0, Mapping)
             and not isinstance(hp.scale, str)
-            and not (_takes_avg_num_neighbors(hp.representation) and _needs_neighbors(hp.representation_hparams))
+            and not _unresolved_statistics(hp.representation, hp.representation_hparams)
         )
 
     def build(self) -> None:
@@ -182,7 +180,7 @@ class PotentialModule(L.LightningModule):
         return self.inference_model(batch)
 
     def resolve_statistics(self, train_data: Sequence[Any]) -> dict[str, Any]:
-        """Resolve elements, E0, scale and ``avg_num_neighbors`` from the training graphs (in place).
+        """Resolve elements, E0, scale and the family's data statistics from the training graphs (in place).
 
         Returns the resolved values (also written to ``self.hparams`` and, once built, ``model.config``).
         """
@@ -212,18 +210,19 @@ class PotentialModule(L.LightningModule):
                 hp.scale = per_atom_energy_std(train_data, e0_numbers)
             if not hp.scale > 0:
                 hp.scale = 1.0
-        if _takes_avg_num_neighbors(hp.representation) and _needs_neighbors(hp.representation_hparams):
-            hp.representation_hparams = {
-                **hp.representation_hparams,
-                "avg_num_neighbors": float(mean_num_neighbors(train_data)),
-            }
+        statistics = get_family(hp.representation).data_statistics
+        resolved = {
+            name: float(statistics[name](train_data))
+            for name in _unresolved_statistics(hp.representation, hp.representation_hparams)
+        }
+        hp.representation_hparams = {**hp.representation_hparams, **resolved}
         # Loggers record the hyperparameters after setup(): give them the resolved numbers.
         self._hparams_initial = copy.deepcopy(self._hparams)
         return {
             "elements": hp.elements,
             "e0": hp.e0,
             "scale": hp.scale,
-            "avg_num_neighbors": hp.representation_hparams.get("avg_num_neighbors"),
+            **{name: hp.representation_hparams.get(name) for name in statistics},
         }
 
     # --- Lightning hooks -------------------------------------------------------------------
@@ -355,12 +354,9 @@ class PotentialModule(L.LightningModule):
             self.log(f"{stage}/{name}", value, prog_bar=stage == "val" and name in shown, sync_dist=True)
 
 
-def _takes_avg_num_neighbors(representation: str) -> bool:
-    return "avg_num_neighbors" in inspect.signature(REGISTRY[representation]).parameters
-
-
-def _needs_neighbors(hparams: Mapping[str, Any]) -> bool:
-    return hparams.get("avg_num_neighbors", "auto") == "auto"
+def _unresolved_statistics(representation: str, hparams: Mapping[str, Any]) -> list[str]:
+    """The family's data statistics still to compute: absent from ``hparams`` or ``"auto"``."""
+    return [name for name in get_family(representation).data_statistics if hparams.get(name, "auto") == "auto"]
 
 
 def _collect(store: dict[str, list[np.ndarray]], out: dict[str, Tensor], batch: Batch) -> None:

@@ -21,7 +21,7 @@ def rattled_cuau():
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_ase_numerical_forces_and_stress(name):
     torch.manual_seed(0)
-    model = build_model(name, cutoff=5.0, elements=["Cu", "Au"], **testing.TINY_HPARAMS.get(name, {}))
+    model = build_model(name, cutoff=5.0, elements=["Cu", "Au"], **testing.tiny_hparams(name))
     atoms = rattled_cuau()
     atoms.calc = GNNPotCalculator(model, dtype="float64")
     forces = atoms.get_forces()
@@ -37,7 +37,7 @@ def test_ase_numerical_forces_and_stress(name):
 
 
 def test_unknown_element_is_a_clear_error():
-    model = build_model("schnet", cutoff=4.0, elements=["Cu", "Au"], **testing.TINY_HPARAMS["schnet"])
+    model = build_model("schnet", cutoff=4.0, elements=["Cu", "Au"], **testing.tiny_hparams("schnet"))
     atoms = molecule("H2O")
     atoms.calc = GNNPotCalculator(model)
     with pytest.raises(ValueError, match=r"unknown element\(s\) \['H', 'O'\]"):
@@ -45,7 +45,7 @@ def test_unknown_element_is_a_clear_error():
 
 
 def test_stress_needs_periodic_cell():
-    model = build_model("schnet", cutoff=4.0, elements=["Cu"], **testing.TINY_HPARAMS["schnet"])
+    model = build_model("schnet", cutoff=4.0, elements=["Cu"], **testing.tiny_hparams("schnet"))
     atoms = bulk("Cu", "fcc", a=3.6)
     atoms.pbc = False
     atoms.calc = GNNPotCalculator(model)
@@ -54,7 +54,7 @@ def test_stress_needs_periodic_cell():
 
 
 def test_dtype_copy_leaves_model_alone():
-    model = build_model("schnet", cutoff=4.0, elements=["Cu"], **testing.TINY_HPARAMS["schnet"])
+    model = build_model("schnet", cutoff=4.0, elements=["Cu"], **testing.tiny_hparams("schnet"))
     calc = GNNPotCalculator(model, dtype="float64")
     assert next(model.parameters()).dtype == torch.float32
     assert next(calc.model.parameters()).dtype == torch.float64
@@ -64,7 +64,7 @@ def test_dtype_copy_leaves_model_alone():
 
 def _tiny(name="schnet", elements=("Cu", "Au"), seed=0, cutoff=4.0):
     torch.manual_seed(seed)
-    return build_model(name, cutoff=cutoff, elements=list(elements), **testing.TINY_HPARAMS.get(name, {}))
+    return build_model(name, cutoff=cutoff, elements=list(elements), **testing.tiny_hparams(name))
 
 
 @pytest.mark.parametrize("periodic", [True, False])

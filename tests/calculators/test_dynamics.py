@@ -55,7 +55,7 @@ def test_nve_of_a_molecule_with_the_ethanol_model():
 def test_nve_of_a_molecule_with_a_random_model(name):
     """Untrained weights, small energy scale: the integrator conserves whatever smooth energy it gets."""
     torch.manual_seed(0)
-    model = build_model(name, cutoff=4.0, elements=["H", "C", "O"], scale=0.1, **testing.TINY_HPARAMS.get(name, {}))
+    model = build_model(name, cutoff=4.0, elements=["H", "C", "O"], scale=0.1, **testing.tiny_hparams(name))
     atoms = molecule("CH3CH2OH")
     result = run_md(atoms, GNNPotCalculator(model, dtype="float64"), timestep=0.25, steps=100, min_distance=None)
     assert result.stopped is None
@@ -78,7 +78,7 @@ def test_nvt_and_npt_run():
 def test_stops_when_atoms_come_too_close():
     atoms = molecule("H2O")
     atoms.positions[1] = atoms.positions[0] + [0.6, 0.0, 0.0]
-    calc = GNNPotCalculator(build_model("schnet", cutoff=3.0, elements=["H", "O"], **testing.TINY_HPARAMS["schnet"]))
+    calc = GNNPotCalculator(build_model("schnet", cutoff=3.0, elements=["H", "O"], **testing.tiny_hparams("schnet")))
     result = run_md(atoms, calc, steps=10, min_distance=0.7)
     assert result.steps == 0 and "closer than the safe distance 0.7 Å" in result.stopped
 
@@ -87,7 +87,7 @@ def test_stops_when_the_committee_disagrees(tmp_path):
     members = []
     for seed in range(2):
         torch.manual_seed(seed)
-        members.append(build_model("schnet", cutoff=4.0, elements=["Cu", "Au"], **testing.TINY_HPARAMS["schnet"]))
+        members.append(build_model("schnet", cutoff=4.0, elements=["Cu", "Au"], **testing.tiny_hparams("schnet")))
     atoms = cuau_cell()
     traj = tmp_path / "md.extxyz"
     result = run_md(atoms, GNNPotCalculator(members, dtype="float64"), steps=20, max_force_std=1e-6, trajectory=traj)
@@ -135,7 +135,7 @@ def test_committee_from_model_files(tmp_path):
     paths = []
     for seed in range(3):
         torch.manual_seed(seed)
-        model = build_model("schnet", cutoff=4.0, elements=["Cu", "Au"], **testing.TINY_HPARAMS["schnet"])
+        model = build_model("schnet", cutoff=4.0, elements=["Cu", "Au"], **testing.tiny_hparams("schnet"))
         paths.append(save_model(model, tmp_path / f"m{seed}.pt"))
     calc = GNNPotCalculator(paths)
     atoms = cuau_cell()

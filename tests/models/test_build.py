@@ -9,7 +9,7 @@ from torch_geometric.data import Batch
 from gnnpot import build_model, testing
 from gnnpot.data import AtomicData
 
-TINY = testing.TINY_HPARAMS["schnet"]
+TINY = testing.tiny_hparams("schnet")
 
 
 def test_build_model_validates_arguments():
@@ -84,7 +84,7 @@ def test_cached_isolated_baseline_follows_the_weights():
     from ase.build import molecule
 
     torch.manual_seed(0)
-    model = build_model("painn", cutoff=4.0, elements=["H", "O"], **testing.TINY_HPARAMS["painn"]).eval()
+    model = build_model("painn", cutoff=4.0, elements=["H", "O"], **testing.tiny_hparams("painn")).eval()
     graph = AtomicData.from_atoms(molecule("H2O"), 4.0)
 
     def fresh_energy():

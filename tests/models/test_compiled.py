@@ -1,7 +1,7 @@
 """The compiled path (``ForceField.enable_compile``) against the eager one, in float64.
 
-SchNet runs in the default suite (a compile takes ~10 s here); the other families compile for
-30-100 s each on two cores, so they are marked slow (``pytest -m slow``).
+Every registered family is checked. SchNet runs in the default suite (a compile takes ~10 s
+here); the others compile for 30-100 s each on two cores, so they are marked slow (``pytest -m slow``).
 """
 
 import copy
@@ -11,7 +11,7 @@ import torch
 from ase.build import bulk, molecule
 from torch_geometric.data import Batch
 
-from gnnpot import GNNPotCalculator, build_model, keys, testing
+from gnnpot import REGISTRY, GNNPotCalculator, build_model, keys, testing
 from gnnpot.data import AtomicData
 from gnnpot.models import clone_model
 
@@ -19,13 +19,13 @@ ELEMENTS = ["H", "C", "O", "Cu", "Au"]
 E0 = {1: -13.6, 6: -1030.5, 8: -2040.1, 29: -1.3, 79: -0.7}
 FAMILIES = [
     pytest.param(name, marks=() if name == "schnet" else pytest.mark.slow)
-    for name in ("schnet", "painn", "nequip", "dimenet")
+    for name in sorted(REGISTRY)
 ]
 
 
 def make_pair(name: str):
     torch.manual_seed(0)
-    eager = build_model(name, cutoff=4.0, elements=ELEMENTS, e0=E0, scale=0.7, **testing.TINY_HPARAMS[name])
+    eager = build_model(name, cutoff=4.0, elements=ELEMENTS, e0=E0, scale=0.7, **testing.tiny_hparams(name))
     eager = eager.double()
     compiled = clone_model(eager).enable_compile()
     return eager, compiled

@@ -26,7 +26,7 @@ def cuau_graph(cutoff: float = 4.0) -> AtomicData:
 def test_round_trip_gives_identical_outputs(name, tmp_path):
     torch.manual_seed(0)
     model = build_model(name, cutoff=4.0, elements=["Cu", "Au"], e0={"Cu": -3.5, "Au": -4.1}, scale=0.7,
-                        **testing.TINY_HPARAMS.get(name, {}))  # fmt: skip
+                        **testing.tiny_hparams(name))  # fmt: skip
     with torch.no_grad():  # move every weight off its initial value
         for parameter in model.parameters():
             parameter.add_(0.01 * torch.randn_like(parameter))
@@ -46,7 +46,7 @@ def test_round_trip_gives_identical_outputs(name, tmp_path):
 
 
 def test_file_holds_plain_data_only(tmp_path):
-    model = build_model("schnet", cutoff=4.0, elements=["Cu"], **testing.TINY_HPARAMS["schnet"])
+    model = build_model("schnet", cutoff=4.0, elements=["Cu"], **testing.tiny_hparams("schnet"))
     path = save_model(model, tmp_path / "m.pt")
     record = torch.load(path, weights_only=True)  # would raise on any pickled object
     assert set(record) == {"format", "format_version", "config", "state_dict", "metadata"}
@@ -54,14 +54,14 @@ def test_file_holds_plain_data_only(tmp_path):
 
 
 def test_dtype_and_device_options(tmp_path):
-    model = build_model("schnet", cutoff=4.0, elements=["Cu"], **testing.TINY_HPARAMS["schnet"])
+    model = build_model("schnet", cutoff=4.0, elements=["Cu"], **testing.tiny_hparams("schnet"))
     path = save_model(model, tmp_path / "m.pt")
     loaded = load_model(path, map_location="cpu", dtype=torch.float64)
     assert next(loaded.parameters()).dtype == torch.float64
 
 
 def test_newer_format_version_is_a_clear_error(tmp_path):
-    model = build_model("schnet", cutoff=4.0, elements=["Cu"], **testing.TINY_HPARAMS["schnet"])
+    model = build_model("schnet", cutoff=4.0, elements=["Cu"], **testing.tiny_hparams("schnet"))
     path = save_model(model, tmp_path / "m.pt")
     record = torch.load(path, weights_only=True)
     record["format_version"] = FORMAT_VERSION + 1
@@ -90,7 +90,7 @@ class _RunsCode:
 @pytest.mark.parametrize("suffix", [".pt", ".ckpt"])
 def test_a_pickle_that_would_run_code_is_refused(tmp_path, suffix):
     marker = tmp_path / "code-ran"
-    model = build_model("schnet", cutoff=4.0, elements=["Cu"], **testing.TINY_HPARAMS["schnet"])
+    model = build_model("schnet", cutoff=4.0, elements=["Cu"], **testing.tiny_hparams("schnet"))
     path = save_model(model, tmp_path / f"evil{suffix}")
     record = torch.load(path, weights_only=True)
     record["metadata"]["payload"] = _RunsCode(marker)
@@ -109,9 +109,7 @@ def test_a_pickle_that_would_run_code_is_refused(tmp_path, suffix):
 
 def test_every_shipped_model_loads_offline_and_predicts():
     names = gnnpot.list_pretrained()
-    assert {"schnet-rmd17-ethanol", "schnet-rmd17-aspirin"} <= set(names)
-    for family in REGISTRY:
-        assert f"{family}-emt-cuau" in names
+    assert {"schnet-rmd17-ethanol", "schnet-rmd17-aspirin", "painn-emt-cuau"} <= set(names)
     for name in names:
         path = pretrained.pretrained_path(name)
         assert path.stat().st_size < 2 * 2**20, name
@@ -126,7 +124,7 @@ def test_every_shipped_model_loads_offline_and_predicts():
 
 
 def test_hosted_model_is_downloaded_checked_and_cached(tmp_path, monkeypatch):
-    model = build_model("schnet", cutoff=4.0, elements=["Cu"], **testing.TINY_HPARAMS["schnet"])
+    model = build_model("schnet", cutoff=4.0, elements=["Cu"], **testing.tiny_hparams("schnet"))
     hosted = save_model(model, tmp_path / "hosted" / "model.pt")
     digest = hashlib.sha256(hosted.read_bytes()).hexdigest()
     monkeypatch.setenv("GNNPOT_CACHE", str(tmp_path / "cache"))
@@ -151,7 +149,7 @@ def test_hosted_model_is_downloaded_checked_and_cached(tmp_path, monkeypatch):
 def test_deep_copied_e3nn_model_still_saves(tmp_path):
     import copy
 
-    model = build_model("nequip", cutoff=4.0, elements=["Cu"], **testing.TINY_HPARAMS["nequip"])
+    model = build_model("nequip", cutoff=4.0, elements=["Cu"], **testing.tiny_hparams("nequip"))
     path = save_model(copy.deepcopy(model), tmp_path / "m.pt")
     graph = cuau_graph()
     graph.z[:] = 29

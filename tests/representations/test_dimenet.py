@@ -181,5 +181,7 @@ def test_zero_edges_and_repr():
         edge_len=torch.zeros(0),
         num_nodes=2,
     )
+    graph.update(model.prepare(graph))  # the contract: prepare, then forward
+    assert graph[keys.TRIPLET_KJ].numel() == 0
     assert model(graph).shape == (2, 8)
     assert "num_spherical=7" in repr(model)

@@ -9,7 +9,7 @@ from torch_geometric.data import Batch
 
 from gnnpot import keys
 from gnnpot.data import AtomsDataModule, fit_e0, force_rms, mean_num_neighbors
-from gnnpot.testing import TINY_HPARAMS
+from gnnpot.testing import tiny_hparams
 from gnnpot.training import PotentialModule
 
 CUTOFF = 4.0
@@ -22,7 +22,7 @@ def datamodule(emt_file, **kwargs):
 
 
 def tiny(name="painn", **kwargs):
-    return PotentialModule(name, dict(TINY_HPARAMS[name]), cutoff=CUTOFF, **kwargs)
+    return PotentialModule(name, tiny_hparams(name), cutoff=CUTOFF, **kwargs)
 
 
 def test_statistics_come_from_the_training_split_only(tmp_path, emt_file, make_trainer):
