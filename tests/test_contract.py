@@ -20,9 +20,7 @@ def make_model(name: str, dtype: torch.dtype = torch.float64):
     key = (name, dtype)
     if key not in _MODELS:
         torch.manual_seed(0)
-        model = build_model(
-            name, cutoff=CUTOFF, elements=ELEMENTS, e0=E0, scale=0.7, **testing.tiny_hparams(name)
-        )
+        model = build_model(name, cutoff=CUTOFF, elements=ELEMENTS, e0=E0, scale=0.7, **testing.tiny_hparams(name))
         _MODELS[key] = model.to(dtype).eval()
     return _MODELS[key]
 

@@ -1,8 +1,8 @@
 """The energy model, the forces/stress wrapper, ``build_model`` and model files."""
 
 from gnnpot.models.build import build_model, clone_model, model_from_config, to_atomic_numbers
-from gnnpot.models.io import load_model, read_metadata, save_model
 from gnnpot.models.forces import ForceField
+from gnnpot.models.io import load_model, read_metadata, save_model
 from gnnpot.models.potential import Potential
 from gnnpot.models.pretrained import list_pretrained
 

@@ -17,10 +17,7 @@ from gnnpot.models import clone_model
 
 ELEMENTS = ["H", "C", "O", "Cu", "Au"]
 E0 = {1: -13.6, 6: -1030.5, 8: -2040.1, 29: -1.3, 79: -0.7}
-FAMILIES = [
-    pytest.param(name, marks=() if name == "schnet" else pytest.mark.slow)
-    for name in sorted(REGISTRY)
-]
+FAMILIES = [pytest.param(name, marks=() if name == "schnet" else pytest.mark.slow) for name in sorted(REGISTRY)]
 
 
 def make_pair(name: str):
