@@ -53,8 +53,10 @@ def random_rotation(rng: np.random.Generator, reflect: bool = False) -> np.ndarr
 def check_invariance(
     model: ForceField, atoms: Atoms, reflections: bool = True, seed: int = 0, rtol: float = 1e-9
 ) -> float:
-    """Energy invariant, forces and stress equivariant under rotation, translation, permutation
-    (and reflection when ``reflections``)."""
+    """Energy invariant, forces and stress equivariant under the symmetries of physics.
+
+    Rotation, translation, permutation, and reflection when ``reflections``.
+    """
     rng = np.random.default_rng(seed)
     (ref,) = evaluate(model, [atoms])
     transforms = {"rotation": random_rotation(rng)}

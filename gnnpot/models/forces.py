@@ -210,8 +210,10 @@ class ForceField(nn.Module):
     # --- caches --------------------------------------------------------------------------------
 
     def weights_version(self) -> tuple[int, ...]:
-        """The version of every parameter and buffer: changes with any in-place change of a weight
-        (an optimizer or EMA step, ``load_state_dict``, ``torch.no_grad()`` edits).
+        """The version of every parameter and buffer.
+
+        It changes with any in-place change of a weight (an optimizer or EMA step,
+        ``load_state_dict``, ``torch.no_grad()`` edits).
 
         The tensor list is walked once (walking the module tree costs ~30 us a call) and forgotten on
         ``train``/``eval``, ``.to()``/``.float()`` and ``load_state_dict``. Edits through
@@ -325,8 +327,11 @@ class ForceField(nn.Module):
         return function
 
     def _architecture(self, params: dict[str, Tensor]) -> tuple | None:
-        """What fixes the traced graph besides the inputs: the config and the weights' names, shapes,
-        dtypes and devices. ``None`` (no sharing) for a model without a config."""
+        """What fixes the traced graph besides the inputs.
+
+        The config and the weights' names, shapes, dtypes and devices; ``None`` (no sharing) for a
+        model without a config.
+        """
         if not self.config:
             return None
         config = json.dumps(self.config, sort_keys=True, default=repr)

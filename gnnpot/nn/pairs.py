@@ -17,8 +17,10 @@ def pair_lengths(edge_len: Tensor, paired: bool) -> Tensor:
 
 
 def pair_mul(edge_values: Tensor, radial: Tensor, paired: bool) -> Tensor:
-    """``edge_values`` [E, ...] times ``radial`` of :func:`pair_lengths` rows, each row used for both
-    edges of its pair."""
+    """``edge_values`` [E, ...] times ``radial`` of :func:`pair_lengths` rows.
+
+    Each row of ``radial`` is used for both edges of its pair when ``paired``.
+    """
     return edge_values * pair_expand(radial, paired)
 
 

@@ -21,7 +21,14 @@ class CosineCutoff(nn.Module):
         self.cutoff = float(cutoff)
 
     def forward(self, edge_len: Tensor) -> Tensor:
-        """Args: edge_len [E] Å. Returns: [E] envelope in [0, 1]."""
+        """The envelope of each edge.
+
+        Args:
+            edge_len: [E] edge lengths, Å.
+
+        Returns:
+            [E] envelope values in [0, 1], 0 from the cutoff on.
+        """
         value = 0.5 * (torch.cos(edge_len * (math.pi / self.cutoff)) + 1.0)
         return value * (edge_len < self.cutoff).to(edge_len.dtype)
 
@@ -43,7 +50,14 @@ class PolynomialCutoff(nn.Module):
         self.p = int(p)
 
     def forward(self, edge_len: Tensor) -> Tensor:
-        """Args: edge_len [E] Å. Returns: [E] envelope in [0, 1]."""
+        """The envelope of each edge.
+
+        Args:
+            edge_len: [E] edge lengths, Å.
+
+        Returns:
+            [E] envelope values in [0, 1], 0 from the cutoff on.
+        """
         p = self.p
         x = edge_len / self.cutoff
         value = 1.0 - 0.5 * (p + 1) * (p + 2) * x.pow(p) + p * (p + 2) * x.pow(p + 1) - 0.5 * p * (p + 1) * x.pow(p + 2)
@@ -65,7 +79,14 @@ class GaussianRBF(nn.Module):
         self.coeff = -0.5 / spacing**2
 
     def forward(self, edge_len: Tensor) -> Tensor:
-        """Args: edge_len [E] Å. Returns: [E, num_rbf]."""
+        """Gaussians of each edge length.
+
+        Args:
+            edge_len: [E] edge lengths, Å.
+
+        Returns:
+            [E, num_rbf] basis values.
+        """
         diff = edge_len.unsqueeze(-1) - self.centers.to(edge_len.dtype)
         return torch.exp(self.coeff * diff.pow(2))
 
@@ -92,7 +113,14 @@ class BesselRBF(nn.Module):
         self.prefactor = math.sqrt(2.0 / cutoff)
 
     def forward(self, edge_len: Tensor) -> Tensor:
-        """Args: edge_len [E] Å, > 0. Returns: [E, num_rbf]."""
+        """Bessel functions of each edge length.
+
+        Args:
+            edge_len: [E] edge lengths, Å, > 0.
+
+        Returns:
+            [E, num_rbf] basis values, 1/Å.
+        """
         r = edge_len.unsqueeze(-1)
         return self.prefactor * torch.sin(self.freqs * r) / r
 

@@ -18,12 +18,21 @@ class AtomwiseReadout(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """Xavier-uniform weights, zero biases."""
         for layer in self.net:
             if isinstance(layer, nn.Linear):
                 nn.init.xavier_uniform_(layer.weight)
                 nn.init.zeros_(layer.bias)
 
     def forward(self, features: Tensor) -> Tensor:
+        """One number per atom.
+
+        Args:
+            features: [N, num_features] invariant features.
+
+        Returns:
+            [N] readout values (before scale and shift).
+        """
         return self.net(features).squeeze(-1)
 
 
@@ -52,6 +61,15 @@ class ScaleShift(nn.Module):
         return self
 
     def forward(self, atomic: Tensor, species: Tensor) -> Tensor:
+        """Scaled and shifted per-atom values.
+
+        Args:
+            atomic: [N] readout values.
+            species: [N] species index of each atom.
+
+        Returns:
+            [N] per-atom energies, eV.
+        """
         return self.scale * atomic + self.shift[species].to(atomic.dtype)
 
     def __repr__(self) -> str:

@@ -34,7 +34,16 @@ class ZBLRepulsion(nn.Module):
         self.register_buffer("exponents", torch.tensor(_EXPONENTS), persistent=False)
 
     def forward(self, z: Tensor, edge_index: Tensor, edge_len: Tensor) -> Tensor:
-        """Args: z [N] atomic numbers, edge_index [2, E], edge_len [E] Å. Returns: [N] eV."""
+        """Per-atom ZBL energies, half of each pair's energy on each of its atoms.
+
+        Args:
+            z: [N] atomic numbers.
+            edge_index: [2, E], row 0 centre i, row 1 neighbour j.
+            edge_len: [E] edge lengths, Å.
+
+        Returns:
+            [N] energies, eV.
+        """
         zi = z[edge_index[0]].to(edge_len.dtype)
         zj = z[edge_index[1]].to(edge_len.dtype)
         a = _SCREENING_LENGTH / (zi.pow(0.23) + zj.pow(0.23))

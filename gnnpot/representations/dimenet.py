@@ -140,9 +140,16 @@ class SphericalBasis(nn.Module):
         self.register_buffer("ynorm", torch.tensor(ynorm, dtype=dtype))
 
     def forward(self, edge_len: Tensor, envelope: Tensor, cos_angle: Tensor, triplet_kj: Tensor) -> Tensor:
-        """Args: edge_len [E] Å, envelope [E], cos_angle [T], triplet_kj [T].
+        """The spherical basis of every triplet.
 
-        Returns: [T, num_spherical * num_radial], the radial part taken on the edge ``j -> k``.
+        Args:
+            edge_len: [E] edge lengths, Å.
+            envelope: [E] cutoff envelope of each edge.
+            cos_angle: [T] cosine of each triplet's angle at ``j``.
+            triplet_kj: [T] the edge ``j -> k`` of each triplet.
+
+        Returns:
+            [T, num_spherical * num_radial], the radial part taken on the edge ``j -> k``.
         """
         x = (edge_len / self.cutoff).view(-1, 1, 1) * self.zeros
         radial = _spherical_jn(x, self.thresholds, self.coeffs) * self.norm * envelope.view(-1, 1, 1)
@@ -190,6 +197,7 @@ class ResidualLayer(nn.Module):
         self.lin2 = nn.Linear(num_features, num_features)
 
     def forward(self, x: Tensor) -> Tensor:
+        """``x + act(W2 act(W1 x))`` for x [..., F]."""
         return x + F.silu(self.lin2(F.silu(self.lin1(x))))
 
 
@@ -207,11 +215,22 @@ class EmbeddingBlock(nn.Module):
         self.lin = nn.Linear(3 * num_features, num_features)
 
     def reset_parameters(self) -> None:
+        """Uniform embedding in [-sqrt 3, sqrt 3], Glorot-orthogonal linears."""
         nn.init.uniform_(self.embedding.weight, -math.sqrt(3.0), math.sqrt(3.0))
         _reset_linears(self)
 
     def forward(self, species: Tensor, rbf: Tensor, centre: Tensor, neighbour: Tensor) -> Tensor:
-        """Args: species [N], rbf [E, num_rbf], centre/neighbour [E]. Returns: [E, F]."""
+        """Initial edge messages.
+
+        Args:
+            species: [N] species index of each atom.
+            rbf: [E, num_rbf] enveloped radial basis.
+            centre: [E] centre atom ``i`` of each edge.
+            neighbour: [E] neighbour atom ``j`` of each edge.
+
+        Returns:
+            [E, F] messages.
+        """
         h = self.embedding(species)
         w_i, w_j, w_rbf = self.lin.weight.split(self.num_features, dim=1)
         out = gather(F.linear(h, w_i, self.lin.bias), centre) + gather(F.linear(h, w_j), neighbour)
@@ -247,10 +266,22 @@ class InteractionBlock(nn.Module):
         self.after_skip = nn.Sequential(*(ResidualLayer(num_features) for _ in range(num_after_skip)))
 
     def reset_parameters(self) -> None:
+        """Glorot-orthogonal weights, zero biases."""
         _reset_linears(self)
 
     def forward(self, m: Tensor, rbf: Tensor, sbf: Tensor, triplet_kj: Tensor, triplet_ji: Tensor) -> Tensor:
-        """Args: m [E, F], rbf [E, num_rbf], sbf [T, num_sbf], triplet_kj/ji [T]. Returns: [E, F]."""
+        """One interaction on the edge messages.
+
+        Args:
+            m: [E, F] edge messages.
+            rbf: [E, num_rbf] enveloped radial basis.
+            sbf: [T, num_sbf] spherical basis of each triplet.
+            triplet_kj: [T] the edge ``j -> k`` of each triplet.
+            triplet_ji: [T] the edge ``i -> j`` of each triplet.
+
+        Returns:
+            [E, F] updated messages.
+        """
         x_ji = F.silu(self.lin_ji(m))
         x_kj = F.silu(self.lin_kj(m)) * self.lin_rbf(rbf)
         x_kj = gather(F.silu(self.lin_down(x_kj)), triplet_kj) * self.lin_sbf(sbf)
@@ -270,10 +301,21 @@ class OutputBlock(nn.Module):
         self.lin_out = nn.Linear(out_emb_size, num_features, bias=False)
 
     def reset_parameters(self) -> None:
+        """Glorot-orthogonal weights, zero biases."""
         _reset_linears(self)
 
     def forward(self, m: Tensor, rbf: Tensor, centre: Tensor, num_atoms: int) -> Tensor:
-        """Args: m [E, F], rbf [E, num_rbf], centre [E]. Returns: [N, F]."""
+        """Messages summed on their centre atoms, then the block's MLP.
+
+        Args:
+            m: [E, F] edge messages.
+            rbf: [E, num_rbf] enveloped radial basis.
+            centre: [E] centre atom of each edge.
+            num_atoms: N.
+
+        Returns:
+            [N, F] atom features.
+        """
         x = self.lin_up(scatter_sum(self.lin_rbf(rbf) * m, centre, num_atoms))
         for layer in self.layers:
             x = F.silu(layer(x))
@@ -345,6 +387,7 @@ class DimeNetPlusPlus(Representation):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """Bessel frequencies n pi / cutoff, then every block's own initialisation."""
         with torch.no_grad():
             steps = torch.arange(1, self.rbf.num_rbf + 1, dtype=self.rbf.freqs.dtype)
             self.rbf.freqs.copy_(steps * math.pi / self.cutoff)
@@ -364,6 +407,7 @@ class DimeNetPlusPlus(Representation):
         return {keys.TRIPLET_KJ: triplet_kj, keys.TRIPLET_JI: triplet_ji}
 
     def forward(self, graph: Data) -> Tensor:
+        """Invariant features [N, num_features]: the sum of all output blocks."""
         edge_index, edge_vec, edge_len = graph[keys.EDGE_INDEX], graph[keys.EDGE_VEC], graph[keys.EDGE_LEN]
         centre, neighbour = edge_index[0], edge_index[1]
         num_atoms = graph[keys.SPECIES].shape[0]

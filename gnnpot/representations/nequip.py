@@ -173,7 +173,7 @@ class _Interaction(nn.Module):
         _check_irreps(irreps_conv, self.self_connection.irreps_out, "self-connection")
 
     def reset_parameters(self) -> None:
-        # e3nn draws every weight from N(0, 1) and normalises paths in the forward pass.
+        """Unit-normal weights (e3nn draws every weight from N(0, 1) and normalises paths in the forward)."""
         for parameter in self.parameters():
             nn.init.normal_(parameter)
 
@@ -187,9 +187,21 @@ class _Interaction(nn.Module):
         norm: Tensor,
         paired: bool = False,
     ) -> Tensor:
-        """Args: x [N, irreps_in.dim], one_hot [N, num_elements], edge_index [2, E],
-        sh [E, irreps_sh.dim], radial [E', num_rbf] (enveloped; one row per edge pair, E' = E // 2,
-        when ``paired``), norm [] message scale. Returns: [N, irreps_out.dim]."""
+        """One interaction.
+
+        Args:
+            x: [N, irreps_in.dim] node features.
+            one_hot: [N, num_elements] one-hot species.
+            edge_index: [2, E], row 0 centre i, row 1 neighbour j.
+            sh: [E, irreps_sh.dim] spherical harmonics of the edge directions.
+            radial: [E', num_rbf] enveloped radial basis; one row per edge pair (E' = E // 2) when
+                ``paired``, else per edge.
+            norm: [] message scale, ``1 / sqrt(avg_num_neighbors)``.
+            paired: edges follow the pair convention.
+
+        Returns:
+            [N, irreps_out.dim] updated node features.
+        """
         # [E, weight_numel], 0 at the cutoff (no biases, silu(0) = 0); the MLP runs once per pair
         weight = pair_expand(self.radial(radial), paired)
         self_connection = self.self_connection(x, one_hot)
@@ -267,6 +279,7 @@ class NequIP(Representation):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """Unit-normal weights everywhere, as e3nn expects, and Bessel frequencies n pi / cutoff."""
         nn.init.normal_(self.embedding.weight)  # unit-variance scalars, as e3nn's normalisation expects
         with torch.no_grad():
             freqs = torch.arange(1, self.rbf.num_rbf + 1, dtype=self.rbf.freqs.dtype) * math.pi / self.cutoff
@@ -283,6 +296,7 @@ class NequIP(Representation):
         return self
 
     def forward(self, graph: Data) -> Tensor:
+        """Invariant features [N, num_features]: the ``0e`` scalars of the last interaction, mixed."""
         species, edge_index = graph[keys.SPECIES], graph[keys.EDGE_INDEX]
         edge_vec, edge_len = graph[keys.EDGE_VEC], graph[keys.EDGE_LEN]
         # Edge geometry is shared by all interactions: computed once.

@@ -46,6 +46,7 @@ class PaiNNMessage(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """Xavier-uniform weights, zero biases."""
         _reset_linear(self)
 
     def forward(
@@ -57,7 +58,9 @@ class PaiNNMessage(nn.Module):
         direction: Tensor,
         paired: bool = False,
     ) -> tuple[Tensor, Tensor]:
-        """Args:
+        """One message block.
+
+        Args:
             s: [N, F] scalar features.
             v: [N, 3, F] vector features, or ``None`` when they are all zero (the first block);
                 this skips gathering and gating zeros over every edge.
@@ -106,10 +109,19 @@ class PaiNNUpdate(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """Xavier-uniform weights, zero biases."""
         _reset_linear(self)
 
     def forward(self, s: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Args: s [N, F], v [N, 3, F]. Returns: updated ``s`` [N, F] and ``v`` [N, 3, F]."""
+        """One update block.
+
+        Args:
+            s: [N, F] scalar features.
+            v: [N, 3, F] vector features.
+
+        Returns:
+            Updated ``s`` [N, F] and ``v`` [N, 3, F].
+        """
         uv, vv = self.vector_mix(v).split(self.num_features, dim=-1)
         norm = torch.sqrt(vv.pow(2).sum(dim=1) + self.eps)
         a_vv, a_sv, a_ss = self.gates(torch.cat([s, norm], dim=-1)).split(self.num_features, dim=-1)
@@ -161,6 +173,7 @@ class PaiNN(Representation):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """Re-initialise the embedding, the filters and every block."""
         self.embedding.reset_parameters()
         _reset_linear(self.filter_net)
         for message, update in zip(self.messages, self.updates, strict=True):
@@ -186,6 +199,7 @@ class PaiNN(Representation):
         return s, v
 
     def forward(self, graph: Data) -> Tensor:
+        """Invariant scalar features [N, num_features] (see :meth:`features`)."""
         return self.features(graph)[0]
 
     def __repr__(self) -> str:

@@ -21,6 +21,7 @@ class ShiftedSoftplus(nn.Module):
     """``softplus(x) - log 2``: smooth, zero at zero (SchNet's activation)."""
 
     def forward(self, x: Tensor) -> Tensor:
+        """Element-wise ``softplus(x) - log 2``."""
         return F.softplus(x) - math.log(2.0)
 
 
@@ -39,6 +40,7 @@ class CFConvInteraction(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """Xavier-uniform weights, zero biases."""
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
@@ -46,8 +48,19 @@ class CFConvInteraction(nn.Module):
                     nn.init.zeros_(module.bias)
 
     def forward(self, x: Tensor, edge_index: Tensor, rbf: Tensor, envelope: Tensor, paired: bool = False) -> Tensor:
-        """Args: x [N, F], edge_index [2, E], rbf [E', num_rbf], envelope [E'] with E' = E // 2 when
-        ``paired`` (one row per edge pair, see :mod:`gnnpot.nn.pairs`), else E. Returns: [N, F]."""
+        """One interaction.
+
+        Args:
+            x: [N, F] atom features.
+            edge_index: [2, E], row 0 centre i, row 1 neighbour j.
+            rbf: [E', num_rbf] radial basis, with E' = E // 2 when ``paired`` (one row per edge
+                pair, see :mod:`gnnpot.nn.pairs`), else E.
+            envelope: [E'] cutoff envelope.
+            paired: edges follow the pair convention.
+
+        Returns:
+            [N, F] updated atom features.
+        """
         filters = self.filter_net(rbf) * envelope.unsqueeze(-1)
         messages = pair_mul(gather(self.in2f(x), edge_index[1]), filters, paired)
         return x + self.f2out(scatter_sum(messages, edge_index[0], x.shape[0]))
@@ -86,11 +99,13 @@ class SchNet(Representation):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """Re-initialise the embedding and every interaction."""
         self.embedding.reset_parameters()
         for interaction in self.interactions:
             interaction.reset_parameters()
 
     def forward(self, graph: Data) -> Tensor:
+        """Invariant features [N, num_features] of the family graph (see :mod:`gnnpot.representations.base`)."""
         edge_index, edge_len = graph[keys.EDGE_INDEX], graph[keys.EDGE_LEN]
         # The radial basis and envelope are shared by all interactions (and by both edges of a pair).
         paired = bool(graph.get(keys.EDGE_PAIRED, False))
