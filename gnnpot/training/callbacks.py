@@ -23,6 +23,7 @@ class PlotCallback(L.Callback):
     """
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: PotentialModule) -> None:
+        """Write the learning curves and the validation parity plot."""
         run_dir = Path(trainer.log_dir or trainer.default_root_dir)  # a collective call under DDP: every process
         if not trainer.is_global_zero:
             return
@@ -53,9 +54,11 @@ class PlotCallback(L.Callback):
         print("\n".join(lines), flush=True)
 
     def on_test_start(self, trainer: L.Trainer, pl_module: PotentialModule) -> None:
+        """Ask the module to collect test predictions."""
         pl_module.predictions = {}
 
     def on_test_end(self, trainer: L.Trainer, pl_module: PotentialModule) -> None:
+        """Write the test parity plot."""
         store, pl_module.predictions = pl_module.predictions or {}, None
         run_dir = Path(trainer.log_dir or trainer.default_root_dir)  # a collective call under DDP: every process
         if not trainer.is_global_zero or not store:

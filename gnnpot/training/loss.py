@@ -91,6 +91,7 @@ class PotentialLoss(nn.Module):
         return {"loss": total, **terms}
 
     def extra_repr(self) -> str:
+        """Weights and kind, for ``repr``."""
         return f"kind={self.kind!r}, weights={self.weights}" + (
             f", huber_delta={self.huber_delta}" if self.kind == "huber" else ""
         )

@@ -48,6 +48,7 @@ class ErrorMetric(Metric):
         self.count += error.numel()
 
     def compute(self) -> dict[str, Tensor]:  # type: ignore[override]
+        """Mean absolute and root-mean-square error, and the count of values."""
         count = self.count.clamp(min=1).to(torch.float64)
         return {"mae": self.abs_sum / count, "rmse": (self.sq_sum / count).sqrt(), "count": self.count}
 
@@ -71,6 +72,7 @@ class PotentialMetrics(nn.Module):
 
     @torch.no_grad()
     def update(self, out: dict[str, Tensor], batch: Batch) -> None:
+        """Add the errors of one batch (frames without a label are skipped for that quantity)."""
         natoms = batch[keys.NUM_ATOMS]
         mask = batch[keys.ENERGY_WEIGHT] > 0
         error = (out[keys.ENERGY].detach() - batch[keys.ENERGY].to(out[keys.ENERGY].dtype))[mask] * 1000.0
@@ -95,5 +97,6 @@ class PotentialMetrics(nn.Module):
         return result
 
     def reset(self) -> None:
+        """Forget everything accumulated."""
         for metric in self.errors.values():
             metric.reset()

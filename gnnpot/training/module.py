@@ -177,6 +177,7 @@ class PotentialModule(L.LightningModule):
         return self.ema.module if self.ema is not None else self.model
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
+        """Energy, forces and stress of ``batch`` with the inference weights (see :attr:`inference_model`)."""
         return self.inference_model(batch)
 
     def resolve_statistics(self, train_data: Sequence[Any]) -> dict[str, Any]:
@@ -228,6 +229,7 @@ class PotentialModule(L.LightningModule):
     # --- Lightning hooks -------------------------------------------------------------------
 
     def setup(self, stage: str) -> None:
+        """Hash the training data and resolve the statistics from the datamodule's training split."""
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         train_data = getattr(datamodule, "train_data", None)
         if stage == "fit" and train_data and self.training_data_sha256 is None:
@@ -242,10 +244,12 @@ class PotentialModule(L.LightningModule):
         self.resolve_statistics(train_data)
 
     def configure_model(self) -> None:
+        """Build the model when :meth:`setup` did not (statistics given as numbers)."""
         if self.model is None:
             self.build()
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        """Loss of one training batch; logs ``train/loss_step``."""
         out = self.model(batch)
         losses = self.loss_fn(out, batch)
         num_frames = int(batch[keys.NUM_ATOMS].numel())
@@ -255,6 +259,7 @@ class PotentialModule(L.LightningModule):
         return losses["loss"]
 
     def on_train_batch_end(self, outputs: Any, batch: Batch, batch_idx: int) -> None:
+        """Update the weight average after each optimizer step."""
         if self.ema is not None and self.trainer.global_step > int(self.ema.num_updates):
             self.ema.update(self.model)
 
@@ -269,23 +274,29 @@ class PotentialModule(L.LightningModule):
                 group["lr"] = group["initial_lr"] * factor
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        """Accumulate validation errors and loss (EMA weights)."""
         self._evaluate(batch, "val")
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
+        """Accumulate test errors and loss; collect predictions when :attr:`predictions` is a dict."""
         out = self._evaluate(batch, "test")
         if self.predictions is not None:
             _collect(self.predictions, out, batch)
 
     def on_train_epoch_end(self) -> None:
+        """Log the epoch's training metrics."""
         self._log_epoch("train")
 
     def on_validation_epoch_end(self) -> None:
+        """Log the epoch's validation metrics."""
         self._log_epoch("val")
 
     def on_test_epoch_end(self) -> None:
+        """Log the test metrics."""
         self._log_epoch("test")
 
     def configure_optimizers(self) -> dict[str, Any]:
+        """Adam or AdamW with the plateau, cosine or no schedule (see the class arguments)."""
         hp = self.hparams
         cls = torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam
         optimizer = cls(self.model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, amsgrad=hp.amsgrad)
@@ -325,6 +336,7 @@ class PotentialModule(L.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the training-data hash recorded with the checkpoint."""
         self.training_data_sha256 = checkpoint.get("gnnpot", {}).get("training_data_sha256")
 
     # --- internals -----------------------------------------------------------------------------
