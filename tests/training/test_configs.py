@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from gnnpot.cli import main
+from gnnpot.cli.training import GNNPotCLI
 from gnnpot.representations import REGISTRY, get_family
-from gnnpot.training.cli import GNNPotCLI
 from gnnpot.training.module import PotentialModule
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

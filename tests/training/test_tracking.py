@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from gnnpot.cli import main
-from gnnpot.training.cli import make_loggers, wandb_configured
+from gnnpot.cli.training import make_loggers, wandb_configured
 from gnnpot.training.plots import learning_curves, parity_plot, read_metrics_csv
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

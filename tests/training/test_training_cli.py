@@ -11,6 +11,8 @@ import torch
 import yaml
 
 from gnnpot.cli import main
+from gnnpot.cli.training import GNNPotCLI
+from gnnpot.representations import REGISTRY, check_hparams
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY = "{num_features: 8, num_interactions: 1, num_rbf: 6}"
@@ -142,7 +144,34 @@ def test_help_and_bad_arguments(capsys):
     assert main(["fit", "--help"]) == 0
     out = capsys.readouterr().out
     assert "--model.representation" in out and "--run.logger" in out and "--checkpoint.monitor" in out
+    assert "--ensemble N" in out
+    text = " ".join(out.split())  # the help is wrapped
+    for name, family in REGISTRY.items():  # each family's hyperparameters, from the registry
+        assert f"{name}: {', '.join(family.hparam_names())}" in text, name
     assert main(["fit", "--config", "configs/painn_demo.yaml", "--model.optimizer", "sgd"]) != 0
+
+
+def test_hyperparameter_typo_is_one_error_line(emt_file, tmp_path, capsys, monkeypatch_module):
+    args = fit_args(emt_file, tmp_path, "--model.representation_hparams={num_feature: 8}")
+    assert main(args) == 2
+    with pytest.raises(ValueError) as expected:
+        check_hparams("painn", {"num_feature": 8})
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"gnnpot fit: error: {expected.value}"
+    assert not (tmp_path / "tiny").exists()
+
+
+@pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
+def test_default_root_dir_is_the_run_folder_unless_run_dir_differs(emt_file, tmp_path, capsys, monkeypatch_module):
+    args = [arg for arg in fit_args(emt_file, tmp_path)[1:] if not arg.startswith("--run.dir")]
+    cli = GNNPotCLI([*args, f"--trainer.default_root_dir={tmp_path / 'root'}"], run=False)
+    assert Path(cli.trainer.log_dir) == tmp_path / "root" / "tiny" / "version_0"
+    cli = GNNPotCLI(args, run=False)  # neither given: runs/
+    assert Path(cli.trainer.log_dir).parent == Path("runs") / "tiny"
+    same = [*fit_args(emt_file, tmp_path), f"--trainer.default_root_dir={tmp_path}"]
+    assert Path(GNNPotCLI(same[1:], run=False).trainer.log_dir).parent == tmp_path / "tiny"
+    assert main([*fit_args(emt_file, tmp_path), f"--trainer.default_root_dir={tmp_path / 'other'}"]) == 2
+    assert "give the folder of the runs once, as --run.dir" in capsys.readouterr().err
+    assert not (tmp_path / "tiny").exists() and not (tmp_path / "other").exists()
 
 
 def test_export_writes_a_model_file_with_recipe_and_test_metrics(trained, capsys, tmp_path):
@@ -165,7 +194,7 @@ def test_export_writes_a_model_file_with_recipe_and_test_metrics(trained, capsys
     assert "gnnpot export: error" in capsys.readouterr().err
 
 
-def test_fit_ensemble_trains_members_with_different_seeds(emt_file, tmp_path, monkeypatch_module):
+def test_fit_ensemble_trains_members_with_different_seeds(emt_file, tmp_path, capsys, monkeypatch_module):
     from gnnpot import GNNPotCalculator
     from gnnpot.data import read_frames
 
@@ -178,4 +207,10 @@ def test_fit_ensemble_trains_members_with_different_seeds(emt_file, tmp_path, mo
     atoms.calc = GNNPotCalculator([str(m) for m in members])
     atoms.get_potential_energy()
     assert atoms.calc.results["energy_std"] > 0 and atoms.calc.results["forces_std"].max() > 0
-    assert main(["validate", "--ensemble", "2"]) == 2
+    member = yaml.safe_load((members[1] / "config.yaml").read_text())
+    assert member["ensemble"] == 1 and member["run"]["version"] == "ensemble_1"  # the member's own recipe
+    validate = fit_args(emt_file, run_dir, "--ensemble", "2")
+    validate[0] = "validate"
+    assert main(validate) == 2
+    assert "works with fit only" in capsys.readouterr().err
+    assert main(fit_args(emt_file, run_dir, "--ensemble", "0")) == 2

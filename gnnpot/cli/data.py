@@ -1,0 +1,130 @@
+"""``gnnpot data {generate,stats,download}``: write, inspect and fetch datasets."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from gnnpot.cli.common import guarded, parse_key_map
+from gnnpot.data.io import read_frames, write_frames
+
+DEFAULT_DATASET = "data/emt_cuau.xyz"
+
+
+def data_main(argv: Sequence[str]) -> int:
+    """``gnnpot data {generate,stats,download}``.
+
+    Args:
+        argv: the arguments after ``gnnpot data``.
+    """
+    args = _data_parser().parse_args(list(argv))
+    return guarded(f"data {args.subcommand}", args.run, args)
+
+
+def _data_parser() -> argparse.ArgumentParser:
+    """The parser of ``gnnpot data``; each subcommand sets ``run`` to its handler."""
+    parser = argparse.ArgumentParser(prog="gnnpot data", description="Datasets: generate and inspect.")
+    sub = parser.add_subparsers(dest="subcommand", required=True)
+
+    generate = sub.add_parser(
+        "generate",
+        help="write the embedded EMT Cu-Au dataset",
+        description="Generate the default dataset: fcc Cu-Au bulk, vacancies, strained cells and a "
+        "(111) slab, sampled by Langevin MD and labelled by ASE's EMT (energy, forces, stress).",
+    )
+    generate.add_argument("--out", default=DEFAULT_DATASET, help=f"extxyz file to write (default {DEFAULT_DATASET})")
+    generate.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    generate.add_argument("--num-frames", type=int, default=1000, help="number of frames (default 1000)")
+    generate.set_defaults(run=_generate)
+
+    stats = sub.add_parser(
+        "stats",
+        help="statistics of a dataset",
+        description="Frames, elements, per-element E0, per-atom energy std after E0, force RMS and "
+        "mean neighbour count, in eV and Å.",
+    )
+    stats.add_argument("file", help="extxyz (or any ase.io format), ASE .db or MD17/rMD17 .npz")
+    stats.add_argument("--json", action="store_true", help="print JSON")
+    stats.add_argument("--cutoff", type=float, default=5.0, help="neighbour radius, Å (default 5.0)")
+    stats.add_argument(
+        "--key-map",
+        type=parse_key_map,
+        default=None,
+        help="label names in the file: 'energy=REF_energy,forces=DFT_forces' or a JSON object",
+    )
+    stats.add_argument("--index", default=":", help="frames to use, e.g. ':' or '0:100' (default ':')")
+    stats.add_argument("--isolated-atoms", default=None, help="extra file of isolated-atom frames for E0")
+    stats.add_argument(
+        "--e0",
+        choices=("auto", "isolated", "lstsq"),
+        default="auto",
+        help="E0 from isolated atoms, least squares, or isolated when they cover every element (default)",
+    )
+    stats.set_defaults(run=_stats)
+
+    download = sub.add_parser(
+        "download",
+        help="fetch rMD17 and write its official splits",
+        description="Download the rMD17 archive and write rmd17_<molecule>_<train|test>_0N.npz.",
+    )
+    download.add_argument("dataset", choices=("rmd17",), help="dataset to fetch")
+    download.add_argument("--out", default="data/rmd17", help="folder to write (default data/rmd17)")
+    download.add_argument("--molecules", nargs="+", default=None, help="molecules (default: all ten)")
+    download.add_argument("--splits", nargs="+", type=int, default=[1], help="official split numbers (default 1)")
+    download.add_argument("--url", default=None, help="archive URL (https:// or file://) instead of figshare")
+    download.add_argument("--sha256", default=None, help="expected sha256 of the archive")
+    download.set_defaults(run=_download)
+    return parser
+
+
+def _download(args: argparse.Namespace) -> int:
+    """``gnnpot data download rmd17``: fetch the archive and print the files written."""
+    from gnnpot.data.download import RMD17_MOLECULES, RMD17_URL, download_rmd17
+
+    written = download_rmd17(
+        args.out,
+        molecules=args.molecules or RMD17_MOLECULES,
+        splits=args.splits,
+        url=args.url or RMD17_URL,
+        sha256=args.sha256,
+    )
+    for path in written:
+        print(path)
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    """``gnnpot data generate``: write the EMT Cu-Au frames and print count, size and time."""
+    from gnnpot.data.generate import generate_emt_dataset
+
+    start = time.perf_counter()
+    frames = generate_emt_dataset(num_frames=args.num_frames, seed=args.seed)
+    write_frames(args.out, frames)
+    seconds = time.perf_counter() - start
+    size = Path(args.out).stat().st_size
+    print(f"wrote {len(frames)} frames ({size / 2**20:.2f} MiB) to {args.out} in {seconds:.1f} s")
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    """``gnnpot data stats``: print the statistics of a dataset as a table or JSON."""
+    from gnnpot.data.stats import dataset_stats, format_stats
+
+    frames = read_frames(args.file, index=args.index, key_map=args.key_map, require=("energy",))
+    data = list(frames)
+    if args.isolated_atoms:
+        data += list(read_frames(args.isolated_atoms, key_map=args.key_map, require=("energy",)))
+    stats = {"source": frames.source, "isolated_atoms_file": args.isolated_atoms}
+    stats.update(dataset_stats(data, cutoff=args.cutoff, e0_method=args.e0))
+    if args.json:
+        print(json.dumps(stats, indent=2, ensure_ascii=False))
+        for warning in stats["warnings"]:
+            print(f"WARNING: {warning}", file=sys.stderr)
+    else:
+        print(f"source            {frames.source}")
+        print(format_stats(stats))
+    return 0
