@@ -2,8 +2,8 @@
 
 __version__ = "0.1.0"
 
-from gnnpot.calculators import GNNPotCalculator  # noqa: E402
-from gnnpot.models import (  # noqa: E402
+from gnnpot.calculators import GNNPotCalculator
+from gnnpot.models import (
     ForceField,
     Potential,
     build_model,
@@ -12,7 +12,7 @@ from gnnpot.models import (  # noqa: E402
     read_metadata,
     save_model,
 )
-from gnnpot.representations import REGISTRY  # noqa: E402
+from gnnpot.representations import REGISTRY
 
 __all__ = [
     "REGISTRY",

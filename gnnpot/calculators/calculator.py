@@ -9,7 +9,6 @@ import numpy as np
 import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
-from ase.data import chemical_symbols
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from gnnpot import keys
@@ -135,13 +134,10 @@ class GNNPotCalculator(Calculator):
         return self.neighbors.min_distance
 
     def _graph(self, atoms: Atoms) -> AtomicData:
-        """The graph of ``atoms`` on the kept neighbour list, checked like any input (NaN, overlaps)."""
-        unknown = sorted({int(z) for z in atoms.numbers} - set(self.elements))
-        if unknown:
-            raise ValueError(
-                f"model knows elements {[chemical_symbols[z] for z in self.elements]}, "
-                f"got unknown element(s) {[chemical_symbols[z] for z in unknown]}"
-            )
+        """The graph of ``atoms`` on the kept neighbour list, checked like any input (NaN, overlaps).
+
+        Elements the model does not know are refused by the model call (``Potential.species``).
+        """
         data = AtomicData.from_atoms(
             atoms, self.cutoff, source="GNNPotCalculator", dtype=self.dtype, neighbors=self.neighbors
         )

@@ -222,7 +222,7 @@ def _open_log(logfile: str | Path | IO[str] | None) -> tuple[IO[str] | None, Any
     if logfile is None:
         return None, lambda: None
     if isinstance(logfile, str | Path):
-        stream = open(logfile, "w")  # noqa: SIM115 (closed by the returned function)
+        stream = open(logfile, "w")  # closed by the returned function
         return stream, stream.close
     return logfile, lambda: None
 
@@ -238,7 +238,7 @@ def _trajectory_writer(trajectory: str | Path | None, atoms: Atoms) -> tuple[Any
 
         traj = Trajectory(str(path), "w", atoms)
         return (lambda a: traj.write(a)), traj.close
-    stream = open(path, "w")  # noqa: SIM115 (closed by the returned function)
+    stream = open(path, "w")  # closed by the returned function
     from ase.io import write
 
     return (lambda a: write(stream, a, format="extxyz")), stream.close

@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Callable
 
-from gnnpot.data.atomic_data import DataError
+from gnnpot.data import DataError
 from gnnpot.data.io import LABEL_NAMES
 
 

@@ -2,7 +2,8 @@
 
 from typing import Any
 
-from gnnpot.data.atomic_data import AtomicData, DataError
+from gnnpot.data.atomic_data import AtomicData
+from gnnpot.data.checks import DataError
 from gnnpot.data.io import Frames, build_graphs, check_atoms, frame_labels, read_frames, read_index_file, write_frames
 from gnnpot.data.neighbors import SkinNeighborList, neighbor_list, neighbor_list_arrays
 from gnnpot.data.stats import (

@@ -9,18 +9,14 @@ import numpy as np
 import torch
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
-from ase.stress import voigt_6_to_full_3x3_stress
 from torch_geometric.data import Data
 
 from gnnpot import keys
+from gnnpot.data.checks import MIN_DISTANCE, DataError, check_cell, check_labels, check_min_distance, check_positions
 from gnnpot.data.neighbors import SkinNeighborList, neighbor_list_arrays
 
-# Two atoms closer than this (Å) are an input error, not physics.
-MIN_DISTANCE = 0.1
-
-
-class DataError(ValueError):
-    """Bad input data; the message names the source file and frame."""
+# DataError and MIN_DISTANCE live in checks.py; importing them from here still works.
+__all__ = ["MIN_DISTANCE", "AtomicData", "DataError"]
 
 
 class AtomicData(Data):
@@ -54,9 +50,10 @@ class AtomicData(Data):
             atoms: the structure; positions in Å.
             cutoff: neighbour-list radius, Å.
             labels: ``{"energy": float, "forces": [N, 3], "stress": [3, 3] or Voigt [6]}`` in eV
-                units. ``None`` makes an unlabelled graph (inference). A label missing from the
-                mapping (or ``None``) is stored as NaN with loss weight 0, so batches of partly
-                labelled frames stay uniform and the loss masks them.
+                units, checked by :func:`~gnnpot.data.checks.check_labels`. ``None`` makes an
+                unlabelled graph (inference). A label missing from the mapping (or ``None``) is
+                stored as NaN with loss weight 0, so batches of partly labelled frames stay
+                uniform and the loss masks them.
             weights: per-frame loss weights by label name, default 1 for present labels.
             source: file name used in error messages.
             frame_id: frame index used in error messages and stored with the data.
@@ -65,16 +62,18 @@ class AtomicData(Data):
                 cutoff is the one that counts.
 
         Raises:
-            DataError: NaN/inf, overlapping atoms, a degenerate periodic cell, bad label shapes.
+            DataError: NaN/inf, overlapping atoms, a degenerate periodic cell, a cutoff that is not
+                a finite number > 0, bad labels (the checks of :mod:`gnnpot.data.checks`).
         """
         where = f"{source}, frame {frame_id}"
         pos = np.asarray(atoms.positions, dtype=np.float64)
         cell = np.asarray(atoms.cell.array, dtype=np.float64)
         pbc = np.asarray(atoms.pbc, dtype=bool)
-        if not np.isfinite(pos).all():
-            bad = np.flatnonzero(~np.isfinite(pos).all(axis=1))
-            raise DataError(f"{where}: positions of atoms {bad.tolist()} are NaN or inf")
-        try:
+        check_positions(pos, where)
+        check_cell(cell, pbc, where)
+        num_atoms = len(atoms)
+        checked = None if labels is None else check_labels(labels, num_atoms, where)
+        try:  # the neighbour list checks the cutoff
             if neighbors is None:
                 i, j, shifts = neighbor_list_arrays(pos, cell, pbc, cutoff)
                 dist = np.linalg.norm(pos[j] - pos[i] + shifts @ cell, axis=1)
@@ -82,14 +81,7 @@ class AtomicData(Data):
                 i, j, shifts, dist = neighbors.update(pos, cell, pbc)
         except ValueError as err:
             raise DataError(f"{where}: {err}") from err
-        if len(i):
-            k = int(np.argmin(dist))
-            if dist[k] < MIN_DISTANCE:
-                raise DataError(
-                    f"{where}: atoms {i[k]} and {j[k]} are {dist[k]:.4f} Å apart "
-                    f"(minimum {MIN_DISTANCE} Å); overlapping atoms"
-                )
-        num_atoms = len(atoms)
+        check_min_distance(i, j, dist, where)
         dtype = dtype or torch.get_default_dtype()
         data = cls(
             z=torch.as_tensor(atoms.numbers, dtype=torch.long),
@@ -102,34 +94,26 @@ class AtomicData(Data):
             frame_id=torch.tensor([frame_id]),
             num_nodes=num_atoms,
         )
-        if labels is not None:
-            data._set_labels(labels, dict(weights or {}), num_atoms, where, dtype)
+        if checked is not None:
+            data._set_labels(checked, weights or {}, dtype)
         return data
 
-    def _set_labels(
-        self,
-        labels: Mapping[str, Any],
-        weights: dict[str, float],
-        num_atoms: int,
-        where: str,
-        dtype: torch.dtype,
-    ) -> None:
-        shapes = {keys.ENERGY: (1,), keys.FORCES: (num_atoms, 3), keys.STRESS: (1, 3, 3)}
+    def _set_labels(self, labels: Mapping[str, Any], weights: Mapping[str, float], dtype: torch.dtype) -> None:
+        """Store checked labels with their loss weights; a missing label is NaN with weight 0.
+
+        Args:
+            labels: the output of :func:`~gnnpot.data.checks.check_labels`.
+            weights: per-frame loss weight by label name, default 1.
+            dtype: float dtype of the stored labels.
+        """
+        shapes = {keys.ENERGY: (1,), keys.FORCES: (self.num_nodes, 3), keys.STRESS: (1, 3, 3)}
         for key, shape in shapes.items():
-            value = labels.get(key)
             weight_key = keys.WEIGHT_KEYS[key]
-            if value is None:
+            if key not in labels:
                 self[key] = torch.full(shape, float("nan"), dtype=dtype)
                 self[weight_key] = torch.zeros(1, dtype=dtype)
                 continue
-            array = np.asarray(value, dtype=np.float64)
-            if key == keys.STRESS and array.shape == (6,):
-                array = voigt_6_to_full_3x3_stress(array)
-            if array.size != int(np.prod(shape)):
-                raise DataError(f"{where}: {key} has shape {array.shape}, expected {shape}")
-            if not np.isfinite(array).all():
-                raise DataError(f"{where}: {key} label contains NaN or inf")
-            self[key] = torch.as_tensor(array.reshape(shape), dtype=dtype)
+            self[key] = torch.as_tensor(np.reshape(labels[key], shape), dtype=dtype)
             self[weight_key] = torch.tensor([float(weights.get(key, 1.0))], dtype=dtype)
 
     def has_label(self, key: str) -> bool:

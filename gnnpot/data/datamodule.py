@@ -23,7 +23,8 @@ import torch
 from torch_geometric.loader import DataLoader
 
 from gnnpot import keys
-from gnnpot.data.atomic_data import AtomicData, DataError
+from gnnpot.data.atomic_data import AtomicData
+from gnnpot.data.checks import DataError, check_cutoff
 from gnnpot.data.io import DEFAULT_REQUIRE, Frames, build_graphs, read_frames
 
 SPLITS = ("train", "val", "test")
@@ -78,8 +79,6 @@ class AtomsDataModule(L.LightningDataModule):
                 raise ValueError(f"{name} must be in [0, 1), got {fraction!r}")
         if val_fraction + test_fraction >= 1.0:
             raise ValueError(f"val_fraction + test_fraction must be < 1, got {val_fraction + test_fraction}")
-        if not cutoff > 0:
-            raise ValueError(f"cutoff must be > 0, got {cutoff!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
         self.save_hyperparameters()
@@ -89,7 +88,7 @@ class AtomsDataModule(L.LightningDataModule):
         self.test_fraction = test_fraction
         self.split_file = split_file
         self.seed = seed
-        self.cutoff = float(cutoff)
+        self.cutoff = check_cutoff(cutoff)
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
         self.num_workers = num_workers

@@ -30,7 +30,7 @@ def fetch(url: str, dest: Path, sha256: str | None = None) -> Path:
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_suffix(dest.suffix + ".part")
-    with urllib.request.urlopen(url) as response, open(partial, "wb") as out:  # noqa: S310 (user URL)
+    with urllib.request.urlopen(url) as response, open(partial, "wb") as out:
         shutil.copyfileobj(response, out)
     if sha256 is not None:
         digest = hashlib.sha256(partial.read_bytes()).hexdigest()

@@ -29,7 +29,16 @@ from ase import Atoms, units
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from gnnpot import keys
-from gnnpot.data.atomic_data import MIN_DISTANCE, AtomicData, DataError
+from gnnpot.data.atomic_data import AtomicData
+from gnnpot.data.checks import (
+    DataError,
+    check_cell,
+    check_cutoff,
+    check_labels,
+    check_min_distance,
+    check_positions,
+    stress_matrix,
+)
 from gnnpot.data.neighbors import neighbor_list_arrays
 
 # Label names a key map may redirect. ``virial`` (eV, -V * stress) is read only when no stress is.
@@ -132,9 +141,8 @@ def read_frames(
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        DataError: an empty or unparsable file, a missing required label, NaN or inf,
-            atoms closer than :data:`~gnnpot.data.atomic_data.MIN_DISTANCE`, or a periodic cell
-            with zero volume; the message names the file and frame.
+        DataError: an empty or unparsable file, a missing required label, or a frame that
+            :func:`check_atoms` rejects; the message names the file and frame.
     """
     path = Path(path)
     key_map = _check_key_map(key_map)
@@ -159,8 +167,7 @@ def read_frames(
     for frame_id in ids:
         atoms = atoms_list[frame_id]
         where = f"{source}, frame {frame_id}"
-        labels = _extract_labels(atoms, key_map, require, where)
-        check_atoms(atoms, labels, where)
+        labels = check_atoms(atoms, _extract_labels(atoms, key_map, require, where), where)
         for name in keys.LABEL_KEYS:  # labels live on the calculator only, so writing is unambiguous
             atoms.info.pop(name, None)
             if name in atoms.arrays:
@@ -203,9 +210,7 @@ def build_graphs(frames: Sequence[Atoms], cutoff: float, source: str | None = No
         ValueError: ``cutoff`` is not a finite number > 0.
         DataError: a frame is invalid (named by file and frame).
     """
-    cutoff = float(cutoff)
-    if not np.isfinite(cutoff) or cutoff <= 0.0:
-        raise ValueError(f"cutoff must be a finite number > 0, got {cutoff!r}")
+    cutoff = check_cutoff(cutoff)
     if isinstance(frames, Frames):
         source = source or frames.source
         frame_ids = frames.frame_ids
@@ -218,36 +223,34 @@ def build_graphs(frames: Sequence[Atoms], cutoff: float, source: str | None = No
     ]
 
 
-def check_atoms(atoms: Atoms, labels: Mapping[str, Any], where: str) -> None:
-    """Raise :class:`DataError` on NaN/inf, overlapping atoms or a degenerate periodic cell.
+def check_atoms(atoms: Atoms, labels: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Check a frame as it is read, with the checks of :mod:`gnnpot.data.checks`.
+
+    Rejects NaN or inf positions, a degenerate periodic cell, malformed labels and atoms closer
+    than :data:`~gnnpot.data.checks.MIN_DISTANCE`, whatever the cutoff the graphs get later.
 
     Args:
-        atoms: the structure.
-        labels: its labels in standard names (``energy``, ``forces``, ``stress``).
+        atoms: the structure; positions in Å.
+        labels: its labels in standard names: ``energy`` (eV), ``forces`` ([N, 3], eV/Å),
+            ``stress`` ([3, 3] or Voigt [6], eV/Å³).
         where: ``"file, frame k"`` for the message.
+
+    Returns:
+        The labels in standard shapes (see :func:`~gnnpot.data.checks.check_labels`).
+
+    Raises:
+        DataError: the first problem found, naming ``where``.
     """
     pos = np.asarray(atoms.positions, dtype=np.float64)
-    finite = np.isfinite(pos).all(axis=1)
-    if not finite.all():
-        raise DataError(f"{where}: positions of atoms {np.flatnonzero(~finite).tolist()} are NaN or inf")
-    if atoms.pbc.any() and not np.isfinite(atoms.cell.array).all():
-        raise DataError(f"{where}: cell has NaN or inf entries")
-    for name, value in labels.items():
-        if not np.isfinite(np.asarray(value, dtype=np.float64)).all():
-            raise DataError(f"{where}: {name} label contains NaN or inf")
-    forces = labels.get(keys.FORCES)
-    if forces is not None and np.shape(forces) != (len(atoms), 3):
-        raise DataError(f"{where}: forces have shape {np.shape(forces)}, expected ({len(atoms)}, 3)")
+    check_positions(pos, where)
+    check_cell(atoms.cell.array, atoms.pbc, where)
+    labels = check_labels(labels, len(atoms), where)
     try:
         i, j, shifts = neighbor_list_arrays(pos, atoms.cell.array, atoms.pbc, _CLOSE_CONTACT_RADIUS)
     except ValueError as err:
         raise DataError(f"{where}: {err}") from err
-    dist = np.linalg.norm(pos[j] - pos[i] + shifts @ atoms.cell.array, axis=1)
-    if len(dist) and dist.min() < MIN_DISTANCE:
-        k = int(np.argmin(dist))
-        raise DataError(
-            f"{where}: atoms {i[k]} and {j[k]} are {dist[k]:.4f} Å apart (minimum {MIN_DISTANCE} Å); overlapping atoms"
-        )
+    check_min_distance(i, j, np.linalg.norm(pos[j] - pos[i] + shifts @ atoms.cell.array, axis=1), where)
+    return labels
 
 
 def read_index_file(path: str | Path) -> list[int]:
@@ -367,36 +370,16 @@ def _extract_labels(atoms: Atoms, key_map: Mapping[str, str], require: Sequence[
         if name not in labels:
             key = key_map.get(name, name)
             raise DataError(f"{where}: no {name} label (looked for {key!r} in calculator results, info and arrays)")
-    try:
-        if keys.ENERGY in labels:
-            labels[keys.ENERGY] = float(np.asarray(labels[keys.ENERGY], dtype=np.float64).reshape(()))
-        if keys.FORCES in labels:
-            labels[keys.FORCES] = np.asarray(labels[keys.FORCES], dtype=np.float64)
-        if keys.STRESS in labels:
-            labels[keys.STRESS] = _stress_matrix(labels[keys.STRESS])
-    except (ValueError, TypeError) as err:
-        raise DataError(f"{where}: malformed label ({err})") from err
     return labels
-
-
-def _stress_matrix(value: Any) -> np.ndarray:
-    """A 3x3 stress from a 3x3, 9-vector or ASE Voigt 6-vector (xx, yy, zz, yz, xz, xy)."""
-    array = np.asarray(value, dtype=np.float64)
-    if array.size == 9:
-        return array.reshape(3, 3)
-    if array.size == 6:
-        xx, yy, zz, yz, xz, xy = array.reshape(6)
-        return np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
-    raise ValueError(f"stress has shape {array.shape}, expected (3, 3), (9,) or Voigt (6,)")
 
 
 def _virial_to_stress(virial: Any, atoms: Atoms, where: str) -> np.ndarray:
     if not atoms.pbc.all():
         raise DataError(f"{where}: a virial label needs a periodic cell to convert to stress")
     try:
-        matrix = _stress_matrix(virial)
-    except ValueError as err:
-        raise DataError(f"{where}: virial: {err}") from err
+        matrix = stress_matrix(virial)
+    except (ValueError, TypeError) as err:
+        raise DataError(f"{where}: malformed virial label ({err})") from err
     return -matrix / atoms.get_volume()
 
 

@@ -10,8 +10,7 @@ import numpy as np
 import vesin
 from ase import Atoms
 
-# Smallest cell volume (Å^3) accepted along periodic directions.
-_MIN_VOLUME = 1e-6
+from gnnpot.data.checks import MIN_VOLUME, check_cell, check_cutoff
 
 
 def neighbor_list_arrays(
@@ -39,7 +38,7 @@ def _half_pairs(
     positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every unordered pair within ``cutoff`` once, in :func:`canonical_pairs` order."""
-    cutoff = _check_cutoff(cutoff)
+    cutoff = check_cutoff(cutoff)
     positions = np.ascontiguousarray(positions, dtype=np.float64)
     pbc = np.asarray(pbc, dtype=bool).reshape(3)
     cell = np.asarray(cell, dtype=np.float64).reshape(3, 3)
@@ -47,7 +46,7 @@ def _half_pairs(
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, np.zeros((0, 3), dtype=np.int64)
     if pbc.any():
-        _check_cell(cell, pbc)
+        check_cell(cell, pbc, "neighbour list")
         if not pbc.all():
             cell = _complete_cell(cell, pbc)
     else:
@@ -85,23 +84,6 @@ def neighbor_list(atoms: Atoms, cutoff: float) -> tuple[np.ndarray, np.ndarray, 
     return neighbor_list_arrays(atoms.positions, atoms.cell.array, atoms.pbc, cutoff)
 
 
-def _check_cutoff(cutoff: float) -> float:
-    cutoff = float(cutoff)
-    if not np.isfinite(cutoff) or cutoff <= 0.0:
-        raise ValueError(f"cutoff must be a finite number > 0, got {cutoff!r}")
-    return cutoff
-
-
-def _check_cell(cell: np.ndarray, pbc: np.ndarray) -> None:
-    if not np.isfinite(cell).all():
-        raise ValueError(f"cell has NaN or inf entries: {cell.tolist()}")
-    lengths = np.linalg.norm(cell, axis=1)
-    if (lengths[pbc] < 1e-8).any():
-        raise ValueError(f"periodic lattice vector has zero length: cell={cell.tolist()}, pbc={pbc.tolist()}")
-    if pbc.all() and not abs(np.linalg.det(cell)) >= _MIN_VOLUME:
-        raise ValueError(f"periodic cell has zero volume: cell={cell.tolist()}")
-
-
 def _complete_cell(cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
     """Replace zero-length (or degenerate) non-periodic lattice vectors, e.g. a slab with no third vector.
 
@@ -111,7 +93,7 @@ def _complete_cell(cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
     """
     cell = cell.copy()
     missing = np.linalg.norm(cell, axis=1) < 1e-8
-    if not missing.any() and not abs(np.linalg.det(cell)) >= _MIN_VOLUME:
+    if not missing.any() and not abs(np.linalg.det(cell)) >= MIN_VOLUME:
         # A non-periodic vector lies in the periodic plane: replace it like a missing one.
         missing = ~pbc
     for axis in np.flatnonzero(missing):
@@ -136,7 +118,7 @@ def _complete_cell(cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
             )
         cell[axis] = vec / norm
         missing[axis] = False
-    if not abs(np.linalg.det(cell)) >= _MIN_VOLUME:
+    if not abs(np.linalg.det(cell)) >= MIN_VOLUME:
         raise ValueError(f"periodic cell has zero volume: cell={cell.tolist()}, pbc={pbc.tolist()}")
     return cell
 
@@ -157,7 +139,7 @@ class SkinNeighborList:
     """
 
     def __init__(self, cutoff: float, skin: float = 0.5) -> None:
-        self.cutoff = _check_cutoff(cutoff)
+        self.cutoff = check_cutoff(cutoff)
         if not skin >= 0:
             raise ValueError(f"skin must be >= 0, got {skin!r}")
         self.skin = float(skin)

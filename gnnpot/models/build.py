@@ -8,6 +8,7 @@ from typing import Any
 
 from ase.data import atomic_numbers
 
+from gnnpot.data.checks import check_cutoff
 from gnnpot.models.forces import ForceField
 from gnnpot.models.potential import Potential
 from gnnpot.nn import AtomwiseReadout, ScaleShift, ZBLRepulsion
@@ -55,9 +56,7 @@ def build_model(
     """
     family_class = get_family(representation)
     check_hparams(representation, hparams)
-    cutoff = float(cutoff)
-    if not cutoff > 0:
-        raise ValueError(f"cutoff must be > 0, got {cutoff!r}")
+    cutoff = check_cutoff(cutoff)
     numbers = to_atomic_numbers(elements)
     shift = [0.0] * len(numbers)
     for key, value in (e0 or {}).items():

@@ -166,8 +166,6 @@ def _from_checkpoint(record: dict[str, Any], path: Path) -> tuple[dict, dict, di
     """Config, weights (EMA when present) and metadata of a Lightning checkpoint of a gnnpot run."""
     info = record["gnnpot"]
     config = dict(info["model_config"])
-    # Checkpoints written before model files existed keyed E0 by the atomic number as a string.
-    config["e0"] = {int(z): float(v) for z, v in config.get("e0", {}).items()}
     weights = record["state_dict"]
     prefix = _EMA_PREFIX if info.get("ema") and any(k.startswith(_EMA_PREFIX) for k in weights) else _MODEL_PREFIX
     state_dict = {name[len(prefix) :]: tensor for name, tensor in weights.items() if name.startswith(prefix)}

@@ -54,7 +54,7 @@ class ScaleShift(nn.Module):
         self.register_buffer("shift", shift_tensor)
         self.register_buffer("scale", torch.tensor(float(scale), dtype=torch.get_default_dtype()))
 
-    def _apply(self, fn, recurse=True):  # noqa: ANN001, ANN202 (torch's signature)
+    def _apply(self, fn, recurse=True):
         shift = self.shift
         super()._apply(fn, recurse)
         self.shift = shift.to(device=self.scale.device)

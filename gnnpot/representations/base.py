@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Data
 
 from gnnpot import keys
+from gnnpot.data.checks import check_cutoff
 
 # Constructor arguments that build_model gives every family itself; the rest are hyperparameters.
 BUILD_ARGUMENTS = ("num_elements", "cutoff")
@@ -53,9 +54,7 @@ class Representation(nn.Module):
 
     def __init__(self, cutoff: float, num_features: int) -> None:
         super().__init__()
-        if not float(cutoff) > 0:
-            raise ValueError(f"cutoff must be > 0, got {cutoff!r}")
-        self.cutoff = float(cutoff)
+        self.cutoff = check_cutoff(cutoff)
         self.num_features = int(num_features)
 
     def prepare(self, data: Data) -> dict[str, Tensor]:

@@ -48,7 +48,7 @@ class EMA(nn.Module):
             ema_buffers[name].copy_(buffer)
         self.num_updates += 1
 
-    def forward(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201 (forwards to the averaged module)
+    def forward(self, *args, **kwargs):
         return self.module(*args, **kwargs)
 
     def extra_repr(self) -> str:

@@ -17,7 +17,6 @@ from torch_geometric.loader import DataLoader
 
 from gnnpot.data.atomic_data import AtomicData
 from gnnpot.data.io import build_graphs, read_frames
-from gnnpot.data.stats import data_sha256
 from gnnpot.models import ForceField, load_model, read_metadata, save_model
 from gnnpot.training.metrics import PotentialMetrics
 from gnnpot.training.module import _collect
@@ -119,11 +118,6 @@ def export_model(
     metadata["source_checkpoint"] = checkpoint.name
     if (run_dir / "config.yaml").is_file():
         metadata["recipe"] = (run_dir / "config.yaml").read_text()
-    if not metadata.get("training_data_sha256") and (run_dir / "split.json").is_file():
-        # Checkpoints from before the hash was recorded: hash the run's training split now.
-        train_file, train_indices = split_entry(run_dir / "split.json", "train")
-        frames = read_frames(train_file, require=()).select(train_indices)
-        metadata["training_data_sha256"] = data_sha256(build_graphs(frames, model.cutoff))
     if evaluate:
         indices = None
         if test_data is None and (run_dir / "split.json").is_file():

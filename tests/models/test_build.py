@@ -15,7 +15,7 @@ TINY = testing.tiny_hparams("schnet")
 def test_build_model_validates_arguments():
     with pytest.raises(ValueError, match="unknown representation 'mace'"):
         build_model("mace", cutoff=5.0, elements=["Cu"])
-    with pytest.raises(ValueError, match="cutoff must be > 0"):
+    with pytest.raises(ValueError, match="cutoff must be a finite number > 0"):
         build_model("schnet", cutoff=0.0, elements=["Cu"])
     with pytest.raises(ValueError, match="unknown element symbol 'Xx'"):
         build_model("schnet", cutoff=5.0, elements=["Xx"])
