@@ -1,5 +1,7 @@
-"""Print each family's parameter count at its default size and the largest errors of the
-physics contract (float64, tiny widths), as quoted in closing notes and the README.
+"""Print each family's parameter count and the largest errors of the physics contract.
+
+Parameter counts at the default size; contract errors in float64 at tiny widths, as quoted in
+closing notes and the README.
 
     python scripts/contract_report.py [--cutoff 5.0]
 """
@@ -15,6 +17,7 @@ from gnnpot import REGISTRY, build_model, testing
 
 
 def main() -> None:
+    """Print each family's parameter count and its largest contract errors."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cutoff", type=float, default=5.0)
     args = parser.parse_args()

@@ -37,6 +37,7 @@ def structure(kind: str, repeat: int) -> Atoms:
 
 
 def main() -> None:
+    """Time MD steps with and without the skin neighbour list and print the rates."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="model file, run, checkpoint or pretrained name")
     parser.add_argument("--structure", default="cu", help="'cu' (fcc Cu3Au cell) or a structure file (frame 0)")

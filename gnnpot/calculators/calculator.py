@@ -101,6 +101,7 @@ class GNNPotCalculator(Calculator):
         properties: list[str] | None = None,
         system_changes: list[str] = all_changes,
     ) -> None:
+        """Compute the results of ``atoms`` (see the class docstring for the properties)."""
         super().calculate(atoms, properties or ["energy"], system_changes)
         data = self._graph(self.atoms)
         outputs = [model(data) for model in self.models]

@@ -58,6 +58,7 @@ class MDResult:
     log: list[tuple[float, float, float, float, float]] = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
+        """The fields as plain data (JSON-ready)."""
         record = asdict(self)
         record.pop("log")
         return record
@@ -285,6 +286,7 @@ class RelaxResult:
     seconds: float
 
     def as_dict(self) -> dict[str, Any]:
+        """The fields as plain data (JSON-ready)."""
         return asdict(self)
 
 

@@ -299,7 +299,7 @@ def wandb_configured() -> bool:
 
 
 def wandb_logger(run_dir: str, name: str, project: str) -> Logger:
-    """wandb logging into ``run_dir/wandb``: online if configured (or ``WANDB_MODE`` says so), else offline.
+    """Weights & Biases logging into ``run_dir/wandb``: online if configured (or ``WANDB_MODE`` says so), else offline.
 
     Args:
         run_dir: the run folder.

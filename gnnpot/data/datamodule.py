@@ -117,27 +117,33 @@ class AtomsDataModule(L.LightningDataModule):
             self.write_split(Path(out) / SPLIT_FILE_NAME)
 
     def train_dataloader(self) -> DataLoader:
+        """Shuffled training batches."""
         generator = torch.Generator().manual_seed(self.seed)
         return self._loader("train", self.batch_size, shuffle=True, generator=generator)
 
     def val_dataloader(self) -> DataLoader | list:
+        """Validation batches in file order (an empty list when there is no validation split)."""
         return self._loader("val", self.val_batch_size) if self.graphs.get("val") else []
 
     def test_dataloader(self) -> DataLoader | list:
+        """Test batches in file order (an empty list when there is no test split)."""
         return self._loader("test", self.val_batch_size) if self.graphs.get("test") else []
 
     # --- public helpers ----------------------------------------------------------------------
 
     @property
     def train_data(self) -> list[AtomicData]:
+        """The training graphs."""
         return self._graphs("train")
 
     @property
     def val_data(self) -> list[AtomicData]:
+        """The validation graphs."""
         return self._graphs("val")
 
     @property
     def test_data(self) -> list[AtomicData]:
+        """The test graphs."""
         return self._graphs("test")
 
     @property

@@ -49,9 +49,11 @@ class EMA(nn.Module):
         self.num_updates += 1
 
     def forward(self, *args, **kwargs):
+        """Call the averaged module."""
         return self.module(*args, **kwargs)
 
     def extra_repr(self) -> str:
+        """Decay and number of updates, for ``repr``."""
         return f"decay={self.decay}, num_updates={int(self.num_updates)}"
 
 

@@ -1,5 +1,7 @@
-"""Evaluate a trained potential on any dataset (metrics in meV, predictions for parity plots) and
-export a training run as a model file with its recipe and test metrics.
+"""Evaluate a trained potential on a dataset, and export a training run as a model file.
+
+Metrics are in meV, predictions feed the parity plots; the model file carries the run's recipe and
+test metrics.
 
 Models are read with :func:`gnnpot.models.load_model` (``torch.load(weights_only=True)``, then a
 strict rebuild from the config), so no pickled object from a file is ever executed.
