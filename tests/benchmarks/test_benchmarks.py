@@ -1,9 +1,10 @@
-"""gnnpot.benchmark: JSON lines, every workload of every family at a tiny size, the runner and the tables.
+"""benchmarks/: JSON lines, every workload of every family at a tiny size, the runner and the tables.
 
 Tiny models, one thread and a few milliseconds per timed repeat; nothing here asserts on speed.
 """
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -13,10 +14,12 @@ import torch
 import yaml
 from ase.build import molecule
 
+from benchmarks import peers, runner, sizes, workloads
+from benchmarks.records import meta_path, run_variant
 from gnnpot import REGISTRY
-from gnnpot import benchmark as bm
+from gnnpot.testing import tiny_hparams
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FIELDS = (
     "peer",
     "peer_version",
@@ -34,7 +37,7 @@ FIELDS = (
     "torch_version",
 )
 FAST = ["--target-s", "0.002", "--repeats", "3", "--warmup", "1", "--threads", "1"]
-SETTINGS = bm.Settings(target_s=0.002, repeats=3, warmup=1)
+SETTINGS = workloads.Settings(target_s=0.002, repeats=3, warmup=1)
 
 
 @pytest.fixture(autouse=True)
@@ -72,42 +75,102 @@ def check_line(record):
     assert not str(record["notes"]).startswith("FAILED"), record["notes"]
 
 
-@pytest.mark.parametrize("family", sorted(REGISTRY))
-def test_paper_sizes_are_the_rmd17_configs(family):
+def paper_config_of(family):
     config = REPO / "configs" / f"{family}_rmd17.yaml"
     if not config.is_file():
         pytest.skip(f"{config} not found")
+    return config
+
+
+@pytest.mark.parametrize("family", sorted(REGISTRY))
+def test_paper_sizes_are_the_rmd17_configs(family):
+    config = paper_config_of(family)
     data = yaml.safe_load(config.read_text())
-    published = [v for v in bm.variants(family).values() if v.size == "paper" and v.cutoff == data["data"]["cutoff"]]
+    published = [v for v in sizes.variants(family).values() if v.size == "paper" and v.cutoff == data["data"]["cutoff"]]
     assert len(published) == 1
     assert published[0].hparams == data["model"]["representation_hparams"]
 
 
 @pytest.mark.parametrize("family", sorted(REGISTRY))
 def test_small_is_the_protocol_size(family):
-    small = bm.variants(family)["small"]
+    paper_config_of(family)
+    small = sizes.variants(family)["small"]
     assert (small.cutoff, small.hparams["num_features"], small.hparams["num_interactions"]) == (5.0, 64, 3)
     assert small.hparams.get("l_max", 1) == 1
-    assert [v.name for v in bm.select_variants(family, ["paper"])] == (
+    assert [v.name for v in sizes.select_variants(family, ["paper"])] == (
         ["paper_r4", "paper_r5"] if family == "nequip" else ["paper"]
     )
 
 
+@pytest.mark.parametrize("family", sorted(REGISTRY))
+def test_tiny_is_the_family_tiny_hparams(family):
+    tiny = sizes.variants(family)["tiny"]
+    assert tiny.hparams == tiny_hparams(family) == dict(REGISTRY[family].tiny_hparams)
+    assert (tiny.size, tiny.cutoff) == ("tiny", 5.0)
+
+
+@pytest.fixture
+def configs(monkeypatch, tmp_path):
+    """Point the benchmark at an empty configs folder (``tmp_path/configs``, not made yet)."""
+    monkeypatch.setattr(sizes, "CONFIGS", tmp_path / "configs")
+    sizes.paper_config.cache_clear()
+    yield tmp_path / "configs"
+    sizes.paper_config.cache_clear()
+
+
+def test_a_family_without_a_paper_config_has_only_tiny(configs):
+    configs.mkdir()
+    assert list(sizes.variants("schnet")) == ["tiny"]
+    assert [v.name for v in sizes.select_variants("schnet", ["paper", "small", "tiny"])] == ["tiny"]
+    with pytest.raises(ValueError, match="unknown size 'paper_r4'"):
+        sizes.select_variants("schnet", ["paper_r4"])
+    args = runner.parse(runner.build_parser(), ["--models", "schnet", "--sizes", "paper,small,tiny", "--scaling"])
+    assert [job.label for job in runner.plan(args)] == ["gnnpot schnet/tiny"]  # no "small" to scale
+
+
+def test_missing_configs_stop_with_a_clear_message(configs, capsys):
+    with pytest.raises(FileNotFoundError, match="no configs folder"):
+        sizes.variants("painn")
+    with pytest.raises(SystemExit):
+        runner.main(["--dry-run"])
+    assert "no configs folder" in capsys.readouterr().err
+
+
+def test_a_family_without_peers_has_no_peer_runs(monkeypatch, tmp_path):
+    monkeypatch.delitem(peers.PEER_MATCH, "painn")
+    (tmp_path / "venv" / "bin").mkdir(parents=True)
+    (tmp_path / "venv" / "bin" / "python").symlink_to(sys.executable)
+    argv = ["--models", "painn,schnet", "--sizes", "small", "--peers", "schnetpack"]
+    args = runner.parse(runner.build_parser(), [*argv, "--peer-venv", f"schnetpack={tmp_path / 'venv'}"])
+    assert [job.label for job in runner.plan(args)] == [
+        "gnnpot painn/small",
+        "gnnpot schnet/small",
+        "schnetpack schnet/small",
+    ]
+    assert peers.match_key(fake("schnetpack", "painn", "small", "W1", 1.0)) is None
+
+
+def test_the_package_does_not_import_the_benchmark():
+    pattern = re.compile(r"^\s*(from|import)\s+benchmarks\b", re.MULTILINE)
+    importing = [str(p) for p in (REPO / "gnnpot").rglob("*.py") if pattern.search(p.read_text())]
+    assert not importing, importing
+
+
 def test_timeit_takes_the_median_of_the_repeats():
-    timing = bm.timeit(lambda: None, 2, SETTINGS)
+    timing = workloads.timeit(lambda: None, 2, SETTINGS)
     assert len(timing.rates) == 3 and timing.value == sorted(timing.rates)[1]
-    slow = bm.timeit(lambda: torch.ones(1), 1, bm.Settings(target_s=1e-9, repeats=5, warmup=2))
+    slow = workloads.timeit(lambda: torch.ones(1), 1, workloads.Settings(target_s=1e-9, repeats=5, warmup=2))
     assert len(slow.rates) == 3 and slow.calls_per_repeat == 1  # one call longer than the target: 3 repeats
     with pytest.raises(ValueError, match=">= 3"):
-        bm.Settings(repeats=2)
+        workloads.Settings(repeats=2)
 
 
 @pytest.mark.parametrize("family", sorted(REGISTRY))
 def test_every_workload_runs(family, rmd17_dir):
-    molecules = bm.load_rmd17(rmd17_dir)
-    records = list(bm.run_variant(bm.variants(family)["tiny"], list(bm.WORKLOADS), SETTINGS, molecules))
-    assert [r["workload"] for r in records] == list(bm.WORKLOADS.values())
-    for record, unit in zip(records, bm.UNITS.values()):
+    molecules = workloads.rmd17_frames(rmd17_dir)
+    records = list(run_variant(sizes.variants(family)["tiny"], list(workloads.WORKLOADS), SETTINGS, molecules))
+    assert [r["workload"] for r in records] == list(workloads.WORKLOADS.values())
+    for record, unit in zip(records, workloads.UNITS.values()):
         check_line(record)
         assert (record["model"], record["variant"], record["size"], record["unit"]) == (family, "tiny", "tiny", unit)
         assert record["value"] > 0 and record["repeats"] == 3 and record["n_params"] > 0
@@ -125,25 +188,25 @@ def test_every_workload_runs(family, rmd17_dir):
 def test_main_writes_json_lines_and_the_run_beside_them(tmp_path, rmd17_dir):
     out = tmp_path / "gnnpot.jsonl"
     argv = ["--models", "painn", "--sizes", "tiny", "--workloads", "W2,W3", "--in-process"]
-    assert bm.main([*argv, "--rmd17-dir", str(rmd17_dir), "--out", str(out), *FAST]) == 0
+    assert runner.main([*argv, "--rmd17-dir", str(rmd17_dir), "--out", str(out), *FAST]) == 0
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["workload"] for r in records] == ["W2_infer_single", "W3_infer_batch"]
     for record in records:
         check_line(record)
         assert record["threads"] == 1
-    meta = json.loads(bm.meta_path(out).read_text())
+    meta = json.loads(meta_path(out).read_text())
     assert "--models painn" in meta["command"] and meta["machine"]["torch"] == torch.__version__
 
 
 def test_scaling_reports_microseconds_per_atom_smallest_first(tmp_path):
     out = tmp_path / "scaling.jsonl"
     argv = ["--models", "schnet", "--workloads", "none", "--scaling", "--scaling-size", "tiny"]
-    assert bm.main([*argv, "--scaling-repeats", "2,1", "--in-process", "--out", str(out), *FAST]) == 0
+    assert runner.main([*argv, "--scaling-repeats", "2,1", "--in-process", "--out", str(out), *FAST]) == 0
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["num_atoms"] for r in records] == [4, 32]
     for record in records:
         check_line(record)
-        assert record["workload"] == bm.SCALING and record["unit"] == "us/atom/step"
+        assert record["workload"] == workloads.SCALING and record["unit"] == "us/atom/step"
         assert record["value"] > 0 and record["value_skin0"] > 0 and record["steps_per_s"] > 0
 
 
@@ -151,7 +214,7 @@ def test_scaling_skips_sizes_predicted_too_slow(tmp_path):
     out, page = tmp_path / "scaling.jsonl", tmp_path / "scaling.md"
     argv = ["--models", "painn", "--workloads", "none", "--scaling", "--scaling-size", "tiny", "--in-process"]
     argv += ["--scaling-repeats", "1,2", "--scaling-max-step-s", "1e-9", "--out", str(out), "--markdown", str(page)]
-    assert bm.main([*argv, *FAST]) == 0
+    assert runner.main([*argv, *FAST]) == 0
     first, second = [json.loads(line) for line in out.read_text().splitlines()]
     assert first["value"] > 0
     assert second["value"] is None and second["notes"].startswith("SKIPPED") and second["num_atoms"] == 32
@@ -180,7 +243,7 @@ def test_runner_alternates_gnnpot_with_its_matched_peers(tmp_path, rmd17_dir, ca
     argv += ["--peers", "schnetpack,pyg,mace", "--peers-dir", str(peers), "--rmd17-dir", str(rmd17_dir)]
     argv += ["--peer-venv", f"schnetpack={tmp_path / 'venv'}", "--peer-venv", f"pyg={tmp_path / 'venv'}"]
     argv += ["--peer-venv", f"mace={tmp_path / 'missing'}", "--out", str(out), "--markdown", str(tmp_path / "b.md")]
-    assert bm.main(argv) == 0
+    assert runner.main(argv) == 0
     records = [json.loads(line) for line in out.read_text().splitlines()]
     order = [(r["peer"], r["model"]) for r in records]
     assert order == [
@@ -198,12 +261,12 @@ def test_runner_alternates_gnnpot_with_its_matched_peers(tmp_path, rmd17_dir, ca
 
 
 def test_peer_commands_use_each_harness_flags():
-    args = bm.build_parser().parse_args(["--rmd17-dir", "/data"])
+    args = runner.build_parser().parse_args(["--rmd17-dir", "/data"])
     args.workloads = ["W1", "W4"]
-    spk = bm.peer_command("schnetpack", "py", Path("/p"), "painn", "small", args)
+    spk = peers.peer_command("schnetpack", "py", Path("/p"), "painn", "small", args)
     assert spk[:2] == ["py", "/p/schnetpack/bench.py"] and spk[2:8] == ["--models", "painn", "--sizes", "small",
                                                                           "--workloads", "W1,W4"]  # fmt: skip
-    nequip = bm.peer_command("nequip", "py", Path("/p"), None, "paper_r4", args)
+    nequip = peers.peer_command("nequip", "py", Path("/p"), None, "paper_r4", args)
     assert "--models" not in nequip and "--target-seconds" in nequip and nequip[2:4] == ["--sizes", "paper_r4"]
     assert nequip[-2:] == ["--rmd17-dir", "/data"]
 
@@ -219,7 +282,7 @@ def test_markdown_tables_from_saved_lines(tmp_path):
         fake("gnnpot", "schnet", "small", "W1_train_step", None, variant="small", notes="FAILED: boom"),
         fake("gnnpot", "nequip", "paper", "W2_infer_single", 20.0, variant="paper_r4", peak_rss_mb=500.0),
         fake("gnnpot", "nequip", "small", "W2_infer_single", 80.0, variant="small", peak_rss_mb=500.0),
-        fake("gnnpot", "schnet", "small", bm.SCALING, 2.5, variant="small", num_atoms=10976, num_edges=460992,
+        fake("gnnpot", "schnet", "small", workloads.SCALING, 2.5, variant="small", num_atoms=10976, num_edges=460992,
              steps_per_s=36.4, value_skin0=3.0, steps_per_s_skin0=30.4, peak_rss_mb=900.0),
     ]  # fmt: skip
     peer_lines = [
@@ -234,8 +297,8 @@ def test_markdown_tables_from_saved_lines(tmp_path):
     a, b, page = tmp_path / "gnnpot.jsonl", tmp_path / "peers.jsonl", tmp_path / "docs" / "bench.md"
     a.write_text("".join(json.dumps(r) + "\n" for r in gnnpot_lines))
     b.write_text("".join(json.dumps(r) + "\n" for r in peer_lines) + "not json\n")
-    bm.meta_path(a).write_text(json.dumps({"command": "python scripts/benchmark.py --sizes small", "machine": {}}))
-    assert bm.main(["--from-jsonl", str(a), str(b), "--markdown", str(page)]) == 0
+    meta_path(a).write_text(json.dumps({"command": "python -m benchmarks --sizes small", "machine": {}}))
+    assert runner.main(["--from-jsonl", str(a), str(b), "--markdown", str(page)]) == 0
     text = page.read_text()
     rows = {tuple(c.strip() for c in line.strip("|").split("|")) for line in text.splitlines() if line.startswith("|")}
     # columns: model, workload, unit, gnnpot, then value and gnnpot/peer for each peer of the size
@@ -250,15 +313,15 @@ def test_markdown_tables_from_saved_lines(tmp_path):
     assert ("nequip (paper_r4)", "peak RSS", "MB", "500", "1,000", "0.50") in rows
     assert ("schnet", "10,976", "460,992", "36.4", "2.50", "30.4", "3.00", "900") in rows
     assert text.index('## Size "small"') < text.index('## Size "paper"')
-    assert "python scripts/benchmark.py --sizes small" in text and "FAILED: boom" in text
+    assert "python -m benchmarks --sizes small" in text and "FAILED: boom" in text
     assert "mace ScaleShiftMACE[paper]/paper W2_infer_single" in text  # MACE's paper model has no gnnpot match
 
 
 def test_match_key_maps_peer_models_to_families():
-    assert bm.match_key(fake("torch-geometric", "dimenetpp", "paper", "W1", 1.0)) == ("dimenet", "paper")
-    assert bm.match_key(fake("nequip", "NequIPGNNModel[small]", "small", "W1", 1.0)) == ("nequip", "small")
-    assert bm.match_key(fake("gnnpot", "nequip", "paper", "W1", 1.0, variant="paper_r5")) == ("nequip", "paper_r5")
-    assert bm.match_key(fake("mace", "ScaleShiftMACE[paper]", "paper", "W1", 1.0)) is None
+    assert peers.match_key(fake("torch-geometric", "dimenetpp", "paper", "W1", 1.0)) == ("dimenet", "paper")
+    assert peers.match_key(fake("nequip", "NequIPGNNModel[small]", "small", "W1", 1.0)) == ("nequip", "small")
+    assert peers.match_key(fake("gnnpot", "nequip", "paper", "W1", 1.0, variant="paper_r5")) == ("nequip", "paper_r5")
+    assert peers.match_key(fake("mace", "ScaleShiftMACE[paper]", "paper", "W1", 1.0)) is None
 
 
 @pytest.mark.parametrize(
@@ -267,15 +330,15 @@ def test_match_key_maps_peer_models_to_families():
 )
 def test_bad_arguments_stop_with_a_message(argv, capsys):
     with pytest.raises(SystemExit):
-        bm.main(argv)
+        runner.main(argv)
     assert "error" in capsys.readouterr().err
 
 
 def test_fcc_cu_is_ase_bulk_rattled():
     from ase.build import bulk
 
-    atoms = bm.fcc_cu(2)
-    expected = bulk("Cu", "fcc", a=bm.CU_LATTICE, cubic=True).repeat((2, 2, 2))
+    atoms = workloads.fcc_cu(2)
+    expected = bulk("Cu", "fcc", a=workloads.CU_LATTICE, cubic=True).repeat((2, 2, 2))
     expected.rattle(stdev=0.05, seed=1)
     assert (atoms.numbers == expected.numbers).all() and atoms.pbc.all()
     np.testing.assert_allclose(atoms.cell.array, expected.cell.array)
