@@ -1,4 +1,4 @@
-"""CPU speed benchmark of gnnpot, the runner that alternates it with the peer harnesses, and the tables.
+r"""CPU speed benchmark of gnnpot, the runner that alternates it with the peer harnesses, and the tables.
 
 Not part of the installed package: it lives in the source repository beside ``gnnpot/`` and finds
 ``configs/`` (the paper sizes) and ``../shared/peers`` (the peer harnesses) relative to its own folder.
@@ -39,7 +39,7 @@ Modules: ``sizes`` (the variants of every family), ``workloads`` (data, timing, 
 step), ``records`` (models and JSON lines of gnnpot's runs), ``peers`` (the peer harnesses and their
 matching), ``report`` (the Markdown page), ``runner`` (the runs in order, processes, command line).
 
-    python -m benchmarks --out bench.jsonl --markdown docs/benchmarks.md \\
+    python -m benchmarks --out bench.jsonl --markdown docs/benchmarks.md \
         --peers schnetpack,pyg,mace,nequip --scaling
     python -m benchmarks --from-jsonl bench.jsonl --markdown docs/benchmarks.md
 """

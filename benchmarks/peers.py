@@ -1,5 +1,7 @@
-"""The peer harnesses (``../shared/peers/<peer>/bench.py``): which families they match, how to run
-them, and which gnnpot row each of their JSON lines compares with.
+"""The peer harnesses (``../shared/peers/<peer>/bench.py``).
+
+Which families they match, how to run them, and which gnnpot row each of their JSON lines compares
+with.
 
 The matching is data: a family without an entry in :data:`PEER_MATCH` simply has no peer rows.
 """

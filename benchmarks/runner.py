@@ -1,5 +1,7 @@
-"""The runner and its command line: the runs in order, each gnnpot variant in a child process
-alternating with its matched peer harnesses, the JSON lines, their ``.meta.json`` and the page.
+"""The runner and its command line.
+
+The runs in order, each gnnpot variant in a child process alternating with its matched peer
+harnesses, the JSON lines, their ``.meta.json`` and the page.
 
 ``python -m benchmarks --help`` lists the options; :func:`main` is the entry point.
 """

@@ -69,8 +69,10 @@ def test_validation_uses_the_ema_and_needs_autograd(tmp_path, emt_file, make_tra
 
 
 def test_checkpoint_is_plain_data_and_resumes(tmp_path, emt_file, make_trainer):
-    """fit 1 epoch, resume from last.ckpt to 2 epochs: the global step continues; the checkpoint
-    loads with weights_only=True and rebuilds the same model."""
+    """Fit 1 epoch, resume from last.ckpt to 2 epochs: the global step continues.
+
+    The checkpoint loads with weights_only=True and rebuilds the same model.
+    """
     dm = datamodule(emt_file)
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val/loss", save_last=True, filename="best")
     trainer = make_trainer(tmp_path, max_epochs=1, callbacks=[ckpt], enable_checkpointing=True)
