@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, overload
 
 import numpy as np
+import torch
 from ase import Atoms, units
 from ase.calculators.singlepoint import SinglePointCalculator
 
@@ -195,16 +196,23 @@ def frame_labels(atoms: Atoms) -> dict[str, Any]:
     return {name: results[name] for name in keys.LABEL_KEYS if results.get(name) is not None}
 
 
-def build_graphs(frames: Sequence[Atoms], cutoff: float, source: str | None = None) -> list[AtomicData]:
+def build_graphs(
+    frames: Sequence[Atoms], cutoff: float, source: str | None = None, dtype: torch.dtype = torch.float64
+) -> list[AtomicData]:
     """Radius graphs of labelled frames, ready for batching.
 
-    Every graph carries all three labels; one a frame lacks is NaN with loss weight 0.
+    Every graph carries all three labels; one a frame lacks is NaN with loss weight 0. Positions,
+    cells and labels are kept in float64 by default, as read: a model casts positions to its own
+    dtype, and the loss and metrics cast labels to the prediction's, so a float64 model
+    (``--trainer.precision 64-true``) sees every digit of the data and a float32 one the same
+    numbers as from float32 graphs.
 
     Args:
         frames: :class:`Frames` (their source and frame ids are kept) or a list of ``Atoms``
             labelled through their calculator.
         cutoff: neighbour-list radius, Å.
         source: file name for error messages; defaults to ``frames.source``.
+        dtype: float dtype of positions, cells and labels.
 
     Raises:
         ValueError: ``cutoff`` is not a finite number > 0.
@@ -218,7 +226,7 @@ def build_graphs(frames: Sequence[Atoms], cutoff: float, source: str | None = No
         frame_ids = list(range(len(frames)))
     source = source or "<atoms>"
     return [
-        AtomicData.from_atoms(atoms, cutoff, labels=frame_labels(atoms), source=source, frame_id=frame_id)
+        AtomicData.from_atoms(atoms, cutoff, labels=frame_labels(atoms), source=source, frame_id=frame_id, dtype=dtype)
         for atoms, frame_id in zip(frames, frame_ids, strict=True)
     ]
 

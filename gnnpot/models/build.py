@@ -109,7 +109,27 @@ def clone_model(model: ForceField) -> ForceField:
     fresh = model_from_config(model.config)
     wanted = fresh.state_dict().keys()
     # A deep-copied e3nn model carries extra constant buffers; every tensor the fresh model has must match.
-    fresh.load_state_dict({k: v for k, v in model.state_dict().items() if k in wanted}, strict=True)
-    parameter = next(model.parameters(), None)
-    fresh = fresh if parameter is None else fresh.to(device=parameter.device, dtype=parameter.dtype)
+    load_weights(fresh, {k: v for k, v in model.state_dict().items() if k in wanted})
     return fresh.train(model.training).enable_compile(model.compiled)
+
+
+def load_weights(model: ForceField, state_dict: Mapping[str, Any]) -> ForceField:
+    """Load ``state_dict`` strictly, after moving ``model`` to the device and float dtype of its weights.
+
+    A model built from its config has the default dtype (float32); loading float64 weights into it
+    first would round them to float32. The dtype is read from the parameters (buffers such as the
+    float64 E0s keep their own dtype).
+
+    Args:
+        model: a freshly built model of the same config.
+        state_dict: its weights by name.
+
+    Returns:
+        ``model``, in the weights' dtype and on their device.
+    """
+    names = {name for name, _ in model.named_parameters()}
+    weight = next((value for name, value in state_dict.items() if name in names and value.is_floating_point()), None)
+    if weight is not None:
+        model = model.to(device=weight.device, dtype=weight.dtype)
+    model.load_state_dict(state_dict, strict=True)
+    return model

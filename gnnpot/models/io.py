@@ -28,7 +28,7 @@ import torch
 from ase.data import chemical_symbols
 
 from gnnpot import keys
-from gnnpot.models.build import clone_model, model_from_config
+from gnnpot.models.build import clone_model, load_weights, model_from_config
 from gnnpot.models.forces import ForceField
 
 FORMAT = "gnnpot-model"
@@ -119,7 +119,7 @@ def load_model(
     config, state_dict, metadata = _unpack(record, path)
     model = model_from_config(config)
     try:
-        model.load_state_dict(state_dict, strict=True)
+        model = load_weights(model, state_dict)
     except RuntimeError as err:
         raise ValueError(f"{path}: the weights do not fit the model described by its config: {err}") from err
     model = model.to(map_location)

@@ -79,10 +79,12 @@ class PotentialMetrics(nn.Module):
         self.errors["energy"].update(error)
         self.errors["energy_per_atom"].update(error / natoms[mask])
         atom_mask = (batch[keys.FORCES_WEIGHT] > 0)[batch[keys.BATCH]]
-        self.errors["forces"].update((out[keys.FORCES].detach() - batch[keys.FORCES])[atom_mask] * 1000.0)
+        dtype = out[keys.FORCES].dtype  # labels are float64 (see build_graphs); errors in the model's dtype
+        self.errors["forces"].update((out[keys.FORCES].detach() - batch[keys.FORCES].to(dtype))[atom_mask] * 1000.0)
         if keys.STRESS in out and keys.STRESS in batch:
             mask = batch[keys.STRESS_WEIGHT] > 0
-            self.errors["stress"].update((out[keys.STRESS].detach() - batch[keys.STRESS])[mask] * 1000.0)
+            error = out[keys.STRESS].detach() - batch[keys.STRESS].to(dtype)
+            self.errors["stress"].update(error[mask] * 1000.0)
 
     def compute(self) -> dict[str, float]:
         """``{"forces_mae": ..., ...}`` in meV units (see :data:`METRIC_UNITS`); synced across processes."""

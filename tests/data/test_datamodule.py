@@ -5,12 +5,13 @@ import json
 import lightning as L
 import numpy as np
 import pytest
+import torch
 from ase.build import bulk
 from ase.calculators.singlepoint import SinglePointCalculator
 from torch_geometric.data import Batch
 
 from gnnpot import keys
-from gnnpot.data import AtomsDataModule, DataError, write_frames
+from gnnpot.data import AtomsDataModule, DataError, read_frames, write_frames
 
 
 def write_dataset(path, num_frames: int, seed: int = 0):
@@ -126,3 +127,24 @@ def test_hyperparameters_are_plain(data_file):
     dm = AtomsDataModule(data_file, key_map={"energy": "energy"}, cutoff=4.0)
     assert dm.hparams["cutoff"] == 4.0 and dm.hparams["key_map"] == {"energy": "energy"}
     json.dumps(dict(dm.hparams))
+
+
+def test_graphs_keep_every_digit_of_positions_and_labels(tmp_path):
+    """float64 from reader to loss: a total energy of -4215.123456789 eV is not rounded to float32."""
+    atoms = bulk("Cu", "fcc", a=3.6) * (2, 1, 1)
+    atoms.positions[1] += [0.123456789012, 0.0, 1e-9]
+    forces = np.array([[0.1234567890123, 0.0, 0.0], [-0.1234567890123, 0.0, 0.0]])
+    atoms.calc = SinglePointCalculator(atoms, energy=-4215.123456789, forces=forces)
+    path = tmp_path / "precise.xyz"
+    write_frames(path, [atoms] * 4)
+    dm = AtomsDataModule(str(path), val_fraction=0.25, cutoff=3.0, run_dir=str(tmp_path))
+    dm.setup("fit")
+    graph = dm.train_data[0]
+    assert graph[keys.POSITIONS].dtype == graph[keys.ENERGY].dtype == graph[keys.FORCES].dtype == torch.float64
+    assert float(graph[keys.ENERGY][0]) == -4215.123456789
+    read_back = read_frames(path)[0]  # extxyz keeps 8 decimals of positions and forces
+    assert np.array_equal(graph[keys.POSITIONS].numpy(), read_back.positions)
+    assert np.array_equal(graph[keys.FORCES].numpy(), read_back.get_forces())
+    assert not np.array_equal(read_back.positions.astype(np.float32), read_back.positions)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch[keys.ENERGY].dtype == torch.float64 and float(batch[keys.ENERGY][0]) == -4215.123456789

@@ -9,7 +9,7 @@ import torch
 from ase.build import bulk
 
 import gnnpot
-from gnnpot import REGISTRY, build_model, load_model, read_metadata, save_model, testing
+from gnnpot import REGISTRY, GNNPotCalculator, build_model, load_model, read_metadata, save_model, testing
 from gnnpot.data import AtomicData
 from gnnpot.models import pretrained
 from gnnpot.models.io import FORMAT_VERSION
@@ -154,3 +154,18 @@ def test_deep_copied_e3nn_model_still_saves(tmp_path):
     graph = cuau_graph()
     graph.z[:] = 29
     np.testing.assert_array_equal(load_model(path)(graph)["energy"].detach(), model(graph)["energy"].detach())
+
+
+def test_float64_weights_survive_saving_loading_and_the_calculator_copy(tmp_path):
+    """A float64 model's weights are not rounded through a float32 rebuild (file round trip, calculator copy)."""
+    model = build_model("schnet", cutoff=4.0, elements=["Cu"], **testing.tiny_hparams("schnet")).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1e-12)  # not representable in float32
+    save_model(model, tmp_path / "m64.pt")
+    loaded = load_model(tmp_path / "m64.pt")
+    copied = GNNPotCalculator(model).model
+    for other in (loaded, copied):
+        assert next(other.parameters()).dtype == torch.float64
+        for (name, a), b in zip(model.state_dict().items(), other.state_dict().values()):
+            assert torch.equal(a, b), name

@@ -174,7 +174,7 @@ def test_partly_labelled_data_trains(tmp_path, emt_file, make_trainer):
 
 def test_bad_arguments():
     with pytest.raises(ValueError, match="unknown representation"):
-        PotentialModule("mace")
+        PotentialModule("nosuchfamily")
     with pytest.raises(ValueError, match="e0 must be"):
         PotentialModule("painn", e0="mean")
     with pytest.raises(ValueError, match="scale must be"):
@@ -223,3 +223,34 @@ def test_compiled_training_follows_eager(tmp_path, emt_file, make_trainer):
         predictions.append({k: out[k].detach() for k in (keys.ENERGY, keys.FORCES, keys.STRESS)})
     for key, value in predictions[0].items():
         torch.testing.assert_close(predictions[1][key], value, rtol=1e-4, atol=1e-4, msg=key)
+
+
+def test_float64_training_sees_float64_data_and_eval_matches_the_calculator(tmp_path, emt_file, make_trainer):
+    """Under 64-true the model, positions and labels are float64 from reader to loss.
+
+    ``gnnpot eval`` of a float64 model gives the calculator's float64 energies.
+    """
+    from ase.io import read
+
+    from gnnpot import GNNPotCalculator
+    from gnnpot.training.evaluate import evaluate_file
+
+    seen = []
+
+    class Spy(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.append({k: batch[k].dtype for k in (keys.POSITIONS, keys.CELL, keys.ENERGY, keys.FORCES)})
+            seen[-1]["model"] = next(pl_module.model.parameters()).dtype
+
+    module = tiny("schnet")
+    trainer = make_trainer(tmp_path, max_steps=2, precision="64-true", callbacks=[Spy()])
+    trainer.fit(module, datamodule(emt_file))
+    assert seen and all(set(entry.values()) == {torch.float64} for entry in seen)
+
+    model = module.inference_model.double().eval()
+    _, predictions = evaluate_file(model, emt_file, index="0:3", batch_size=2)
+    frames = read(emt_file, index="0:3")
+    calc = GNNPotCalculator(model, dtype="float64")
+    expected = [calc.get_potential_energy(atoms) / len(atoms) for atoms in frames]
+    np.testing.assert_allclose(predictions["energy_pred"], expected, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(predictions["energy_ref"], [a.get_potential_energy() / len(a) for a in frames])
