@@ -25,7 +25,8 @@ PEER_MATCH: dict[str, list[tuple[str, str | None]]] = {
     "schnet": [("schnetpack", "schnet"), ("pyg", "schnet")],
     "painn": [("schnetpack", "painn")],
     "dimenet": [("pyg", "dimenetpp")],
-    "nequip": [("nequip", None), ("mace", None)],
+    "nequip": [("nequip", None)],
+    "mace": [("mace", None)],
 }
 # The peer size run against a gnnpot variant; a variant missing here has no match in that peer
 # (MACE's "paper" is a different architecture, 256 channels and 2 layers: only "small" matches).

@@ -88,6 +88,10 @@ SMALL: dict[str, Override] = {
         "(scalar + vector, i.e. l = 0 and 1, features by construction)"
     ),
     "nequip": Override(source="protocol 'small': 64 features, 3 interactions, l_max 1, cutoff 5; rest as paper"),
+    "mace": Override(
+        source="protocol 'small' = the MACE harness's: 64x0e + 64x1o (l_max 1), correlation 3, 3 interactions, "
+        "cutoff 5; rest as paper"
+    ),
 }
 SMALL_DEFAULT = Override(
     source="protocol 'small': 64 features, 3 interactions, cutoff 5, l_max 1 where the family has it; rest as paper"

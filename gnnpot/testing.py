@@ -7,8 +7,9 @@ largest error it saw so that reports can quote it.
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -268,6 +269,17 @@ def triclinic_cell() -> Atoms:
     cell = np.array([[3.1, 0.2, 0.1], [0.6, 3.3, -0.2], [0.3, 0.5, 3.6]])
     frac = np.array([[0.05, 0.1, 0.0], [0.5, 0.45, 0.55], [0.9, 0.6, 0.35]])
     return Atoms("CuAuCu", scaled_positions=frac, cell=cell, pbc=True)
+
+
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """Build under another default dtype (e3nn builds its reference D matrices in it)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
 
 
 def tiny_hparams(name: str) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from typing import Any
 
 from gnnpot.representations.base import Representation, family_graph, isolated_graph
 from gnnpot.representations.dimenet import DimeNetPlusPlus
+from gnnpot.representations.mace import MACE
 from gnnpot.representations.nequip import NequIP
 from gnnpot.representations.painn import PaiNN
 from gnnpot.representations.schnet import SchNet
@@ -32,6 +33,7 @@ REGISTRY: dict[str, type[Representation]] = {
     "dimenet": DimeNetPlusPlus,
     "painn": PaiNN,
     "nequip": NequIP,
+    "mace": MACE,
 }
 
 
@@ -57,6 +59,7 @@ def check_hparams(name: str, hparams: Mapping[str, Any]) -> None:
 __all__ = [
     "REGISTRY",
     "DimeNetPlusPlus",
+    "MACE",
     "NequIP",
     "PaiNN",
     "Representation",

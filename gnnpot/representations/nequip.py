@@ -27,8 +27,6 @@ a smaller O(3) model, not an SO(3)-only one.
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -39,11 +37,11 @@ from torch_geometric.data import Data
 
 from gnnpot import keys
 from gnnpot.data.stats import mean_num_neighbors
-from gnnpot.nn import BesselRBF, PolynomialCutoff, gather, pair_expand, pair_lengths, scatter_sum
+from gnnpot.nn import BesselRBF, PolynomialCutoff, gather, pair_expand, scatter_sum
+from gnnpot.nn.irreps import ExactWigner3j, check_irreps, edge_basis, uvu_convolution
 from gnnpot.representations.base import Representation
 
 _ACTIVATIONS = {1: F.silu, -1: torch.tanh}  # by parity: SiLU on even scalars, tanh on odd ones
-_WIGNER_3J = re.compile(r"_w3j_(\d+)_(\d+)_(\d+)$")  # e3nn's name for its coupling-coefficient buffers
 
 
 def _hidden_irreps(num_features: int, l_max: int, parity: bool) -> o3.Irreps:
@@ -79,25 +77,6 @@ def _layer_targets(
 def _reachable(irreps_in: o3.Irreps, irreps_sh: o3.Irreps, ir_out: o3.Irrep) -> bool:
     """Whether some path of ``irreps_in x irreps_sh`` produces ``ir_out``."""
     return any(ir_out in ir_in * ir_sh for _, ir_in in irreps_in for _, ir_sh in irreps_sh)
-
-
-def _refresh_wigner_3j(module: nn.Module) -> None:
-    """Recompute e3nn's Wigner 3j buffers exactly in the dtype they now have.
-
-    e3nn stores them in the default dtype when built, so ``model.double()`` (or loading a float32
-    state dict) would leave float32-rounded couplings and break float64 equivariance at ~1e-8.
-    """
-    with torch.no_grad():
-        for name, buffer in module.named_buffers():
-            match = _WIGNER_3J.search(name)
-            if match is not None:
-                exact = o3.wigner_3j(*(int(order) for order in match.groups()), dtype=torch.float64)
-                buffer.copy_(exact.to(device=buffer.device, dtype=buffer.dtype))
-
-
-def _check_irreps(expected: o3.Irreps, given: o3.Irreps, where: str) -> None:
-    if o3.Irreps(expected) != o3.Irreps(given):
-        raise ValueError(f"{where}: expected irreps {expected}, got {given}")
 
 
 class _Interaction(nn.Module):
@@ -142,35 +121,19 @@ class _Interaction(nn.Module):
         self.irreps_out = self.gate.irreps_out
 
         # "uvu": every input channel keeps its own path to each output irrep the gate wants.
-        irreps_mid, instructions = [], []
-        for i, (mul, ir_in) in enumerate(self.irreps_in):
-            for j, (_, ir_sh) in enumerate(irreps_sh):
-                for ir_out in ir_in * ir_sh:
-                    if ir_out in irreps_conv:
-                        instructions.append((i, j, len(irreps_mid), "uvu", True))
-                        irreps_mid.append((mul, ir_out))
-        irreps_mid, perm, _ = o3.Irreps(irreps_mid).sort()
-        instructions = [(i, j, perm[k], mode, train) for i, j, k, mode, train in instructions]
+        conv = uvu_convolution(self.irreps_in, irreps_sh, irreps_conv)
+        irreps_mid = conv.irreps_out
 
         self.linear_in = o3.Linear(self.irreps_in, self.irreps_in)
-        self.conv = o3.TensorProduct(
-            self.irreps_in,
-            irreps_sh,
-            irreps_mid,
-            instructions,
-            irrep_normalization="component",
-            path_normalization="element",
-            internal_weights=False,
-            shared_weights=False,
-        )
+        self.conv = conv
         hidden = [radial_features] * radial_layers
         self.radial = FullyConnectedNet([num_rbf, *hidden, self.conv.weight_numel], F.silu)
         self.linear_out = o3.Linear(irreps_mid.simplify(), irreps_conv)
         self.self_connection = o3.FullyConnectedTensorProduct(
             self.irreps_in, o3.Irreps(f"{num_elements}x0e"), irreps_conv
         )
-        _check_irreps(irreps_conv, self.linear_out.irreps_out, "linear after the convolution")
-        _check_irreps(irreps_conv, self.self_connection.irreps_out, "self-connection")
+        check_irreps(irreps_conv, self.linear_out.irreps_out, "linear after the convolution")
+        check_irreps(irreps_conv, self.self_connection.irreps_out, "self-connection")
 
     def reset_parameters(self) -> None:
         """Unit-normal weights (e3nn draws every weight from N(0, 1) and normalises paths in the forward)."""
@@ -210,7 +173,7 @@ class _Interaction(nn.Module):
         return self.gate(self.linear_out(x) + self_connection)
 
 
-class NequIP(Representation):
+class NequIP(ExactWigner3j, Representation):
     """NequIP representation: ``forward(graph) -> [N, num_features]`` invariant features.
 
     Args:
@@ -270,12 +233,11 @@ class NequIP(Representation):
         self.interactions = nn.ModuleList()
         for k, target in enumerate(targets):
             layer = _Interaction(irreps, self.irreps_sh, target, num_elements, num_rbf, radial_features, radial_layers)
-            _check_irreps(irreps, layer.irreps_in, f"interaction {k} input")
+            check_irreps(irreps, layer.irreps_in, f"interaction {k} input")
             self.interactions.append(layer)
             irreps = layer.irreps_out
         self.output = o3.Linear(irreps, scalars)
-        _check_irreps(scalars, self.output.irreps_out, "output")
-        self.register_load_state_dict_post_hook(lambda module, _: _refresh_wigner_3j(module))
+        check_irreps(scalars, self.output.irreps_out, "output")
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -289,22 +251,11 @@ class NequIP(Representation):
         for parameter in self.output.parameters():
             nn.init.normal_(parameter)
 
-    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> NequIP:
-        # .double(), .float(), .to() all land here: keep the Wigner 3j couplings exact in the new dtype.
-        super()._apply(fn, recurse)
-        _refresh_wigner_3j(self)
-        return self
-
     def forward(self, graph: Data) -> Tensor:
         """Invariant features [N, num_features]: the ``0e`` scalars of the last interaction, mixed."""
         species, edge_index = graph[keys.SPECIES], graph[keys.EDGE_INDEX]
-        edge_vec, edge_len = graph[keys.EDGE_VEC], graph[keys.EDGE_LEN]
-        # Edge geometry is shared by all interactions: computed once.
-        sh = self.spherical_harmonics(edge_vec)
-        paired = bool(graph.get(keys.EDGE_PAIRED, False))
-        lengths = pair_lengths(edge_len, paired)
-        radial = self.rbf(lengths) * self.envelope(lengths).unsqueeze(-1)
-        norm = self.avg_num_neighbors.to(edge_vec.dtype).rsqrt()
+        sh, radial, paired = edge_basis(graph, self.spherical_harmonics, self.rbf, self.envelope)
+        norm = self.avg_num_neighbors.to(sh.dtype).rsqrt()
         x = self.embedding(species)
         one_hot = F.one_hot(species, self.num_elements).to(x.dtype)
         for interaction in self.interactions:

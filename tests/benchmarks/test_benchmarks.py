@@ -282,6 +282,7 @@ def test_markdown_tables_from_saved_lines(tmp_path):
         fake("gnnpot", "schnet", "small", "W1_train_step", None, variant="small", notes="FAILED: boom"),
         fake("gnnpot", "nequip", "paper", "W2_infer_single", 20.0, variant="paper_r4", peak_rss_mb=500.0),
         fake("gnnpot", "nequip", "small", "W2_infer_single", 80.0, variant="small", peak_rss_mb=500.0),
+        fake("gnnpot", "mace", "small", "W2_infer_single", 60.0, variant="small", peak_rss_mb=500.0),
         fake("gnnpot", "schnet", "small", workloads.SCALING, 2.5, variant="small", num_atoms=10976, num_edges=460992,
              steps_per_s=36.4, value_skin0=3.0, steps_per_s_skin0=30.4, peak_rss_mb=900.0),
     ]  # fmt: skip
@@ -308,7 +309,8 @@ def test_markdown_tables_from_saved_lines(tmp_path):
     assert ("schnet", "W1", "structures/s", "FAILED", "–", "–", "–", "–", "–", "–") in rows
     assert ("schnet", "peak RSS", "MB", "410", "800", "0.51", "700", "0.59", "–", "–") in rows
     assert ("schnet", "parameters", "", "100", "200", "0.50", "–", "–", "–", "–") in rows
-    assert ("nequip", "W2", "calls/s", "80.0", "–", "–", "–", "–", "40.0", "2.00") in rows
+    assert ("nequip", "W2", "calls/s", "80.0", "–", "–", "–", "–", "–", "–") in rows
+    assert ("mace", "W2", "calls/s", "60.0", "–", "–", "–", "–", "40.0", "1.50") in rows  # the mace family vs MACE
     assert ("nequip (paper_r4)", "W2", "calls/s", "20.0", "10.0", "2.00") in rows
     assert ("nequip (paper_r4)", "peak RSS", "MB", "500", "1,000", "0.50") in rows
     assert ("schnet", "10,976", "460,992", "36.4", "2.50", "30.4", "3.00", "900") in rows

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -13,6 +11,7 @@ from e3nn.util.test import assert_equivariant
 from torch import Tensor
 from torch_geometric.data import Data
 
+from gnnpot import testing
 from gnnpot.representations.nequip import NequIP, _Interaction
 
 SPECIES = torch.tensor([0, 1, 1, 0, 1])
@@ -42,17 +41,6 @@ def _cluster(dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor]:
     return pos[edge_index[1]] - pos[edge_index[0]], edge_index
 
 
-@contextlib.contextmanager
-def _float64_default() -> Iterator[None]:
-    """e3nn builds its reference D matrices in the default dtype: float64 for 1e-9 checks."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(old)
-
-
 def _tiny(**hparams) -> NequIP:
     torch.manual_seed(0)
     defaults = {"num_features": 3, "num_interactions": 3, "num_rbf": 4, "radial_features": 8, "radial_layers": 1}
@@ -77,7 +65,7 @@ def test_internal_features_are_o3_equivariant(parity: bool) -> None:
     assert all(out.abs().max() > 1e-3 for out in features(edge_vec))  # not trivially zero
     # Rotations and (do_parity) improper rotations, including for parity=False: the irreps carry
     # their true parity either way. The model was built in float32 and converted with .double().
-    with _float64_default():
+    with testing.default_dtype(torch.float64):
         assert_equivariant(
             features,
             args_in=[edge_vec],
