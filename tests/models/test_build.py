@@ -13,8 +13,8 @@ TINY = testing.tiny_hparams("schnet")
 
 
 def test_build_model_validates_arguments():
-    with pytest.raises(ValueError, match="unknown representation 'mace'"):
-        build_model("mace", cutoff=5.0, elements=["Cu"])
+    with pytest.raises(ValueError, match="unknown representation 'nosuchfamily'"):
+        build_model("nosuchfamily", cutoff=5.0, elements=["Cu"])
     with pytest.raises(ValueError, match="cutoff must be a finite number > 0"):
         build_model("schnet", cutoff=0.0, elements=["Cu"])
     with pytest.raises(ValueError, match="unknown element symbol 'Xx'"):
