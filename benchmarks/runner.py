@@ -182,7 +182,7 @@ def _run_child(args: argparse.Namespace, sink: Sink) -> None:
         sink.write(record)
 
 
-def _command_line(argv: Sequence[str], program: str) -> str:
+def command_line(argv: Sequence[str], program: str) -> str:
     """``argv`` as a shell command, with the environment variables that change the results."""
     names = ("RMD17_DIR", "OMP_NUM_THREADS", "OMP_WAIT_POLICY")
     env = [f"{name}={shlex.quote(os.environ[name])}" for name in names if name in os.environ]
@@ -192,11 +192,17 @@ def _command_line(argv: Sequence[str], program: str) -> str:
 # ------------------------------------------------------------------------------------------ CLI
 
 
-def _comma_list(text: str) -> list[str]:
+def comma_list(text: str) -> list[str]:
+    """``"a, b,none"`` -> ``["a", "b"]``: the items of a comma list, blanks and ``none`` dropped."""
     return [item.strip() for item in text.split(",") if item.strip() and item.strip().lower() != "none"]
 
 
-def _peer_venvs(items: Sequence[str]) -> dict[str, Path]:
+def peer_venvs(items: Sequence[str]) -> dict[str, Path]:
+    """``["mace=/tmp/m"]`` -> ``{"mace": Path("/tmp/m")}`` (``--peer-venv`` values).
+
+    Raises:
+        argparse.ArgumentTypeError: an item is not ``PEER=PATH`` with a known peer.
+    """
     out = {}
     for item in items:
         peer, sep, path = item.partition("=")
@@ -283,12 +289,12 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpar
     """
     args = parser.parse_args(argv)
     try:
-        args.models = _comma_list(args.models)
-        args.sizes = _comma_list(args.sizes)
-        args.workloads = [w.upper() for w in _comma_list(args.workloads)]
-        args.peers = _comma_list(args.peers)
-        args.peer_venv = _peer_venvs(args.peer_venv)
-        args.scaling_repeats = [int(r) for r in _comma_list(args.scaling_repeats)]
+        args.models = comma_list(args.models)
+        args.sizes = comma_list(args.sizes)
+        args.workloads = [w.upper() for w in comma_list(args.workloads)]
+        args.peers = comma_list(args.peers)
+        args.peer_venv = peer_venvs(args.peer_venv)
+        args.scaling_repeats = [int(r) for r in comma_list(args.scaling_repeats)]
         for family in args.models:
             select_variants(family, args.sizes)
             if args.scaling and args.scaling_size not in (*variants(family), *SIZES):
@@ -330,7 +336,7 @@ def main(argv: Sequence[str] | None = None, program: str = PROGRAM) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     args = parse(parser, raw)
     args.rmd17_dir = str(Path(args.rmd17_dir).resolve())
-    command = _command_line(raw, program)
+    command = command_line(raw, program)
     if args.from_jsonl:
         records, metas = read_jsonl(args.from_jsonl)
         _write_markdown(args.markdown, records, metas, command)
