@@ -130,7 +130,7 @@ def test_coefficients_are_cached_and_not_saved(monkeypatch: pytest.MonkeyPatch) 
         monkeypatch.setattr(symmetric, "_couplings", recompute)
         second = SymmetricContraction(irreps_in, irreps_out, correlation=3, num_elements=2)
     assert second.coefficients is first.coefficients  # float64: the cached tensor itself
-    assert second.coefficients is symmetric.monomial_coefficients("0e + 1o + 2e", "0e + 1o", 3)
+    assert second.coefficients is symmetric.monomial_plan("0e + 1o + 2e", "0e + 1o", 3).coefficients
     assert not any(name.startswith(("coefficients", "prefix", "factor")) for name in first.state_dict())
     # built in float32 and converted, or loaded from a float32 state dict: exact float64 values
     converted = SymmetricContraction(irreps_in, irreps_out, correlation=3, num_elements=2)
@@ -142,7 +142,7 @@ def test_coefficients_are_cached_and_not_saved(monkeypatch: pytest.MonkeyPatch) 
     for module in model.modules():
         if isinstance(module, SymmetricContraction):
             assert module.coefficients.dtype == torch.float64
-            assert torch.equal(module.coefficients, symmetric.monomial_coefficients(*module._coupling_key))
+            assert torch.equal(module.coefficients, symmetric.monomial_plan(*module._coupling_key).coefficients)
 
 
 def test_contraction_equals_the_dense_tensor_power() -> None:
