@@ -202,9 +202,7 @@ def monomial_plan(irreps_in: o3.Irreps | str, irreps_out: o3.Irreps | str, corre
         kept[0] = orders[0]
         for nu in range(correlation, 1, -1):
             wanted = {t[:-1] for t in kept[nu]} if nu < correlation else set()
-            kept[nu - 1] = [
-                t for k, t in enumerate(orders[nu - 1]) if needed[offsets[nu - 1] + k] or t in wanted
-            ]
+            kept[nu - 1] = [t for k, t in enumerate(orders[nu - 1]) if needed[offsets[nu - 1] + k] or t in wanted]
         rows, prefixes, factors = [], [], []
         for nu, (tuples, chosen) in enumerate(zip(orders, kept), start=1):
             position = {t: k for k, t in enumerate(tuples)}

@@ -15,6 +15,11 @@ model without the data.
 * the family's ``data_statistics`` (NequIP's ``avg_num_neighbors``): from the training graphs
   unless ``representation_hparams`` gives a number (or ``null`` for none).
 
+Stage two (MACE's "SWA" stage): from epoch ``stage_two_start`` on, the loss uses
+``stage_two_energy_weight`` and ``stage_two_forces_weight`` (MACE's defaults 1000 and 100) to pull
+the total energy in after a force-dominated first stage. The validation loss changes meaning there,
+so the best-checkpoint and early-stopping records start afresh at the switch.
+
 Validation, testing and the saved weights use the exponential moving average of the weights
 (``ema_decay``; ``null`` turns it off). Forces need autograd in validation and testing, so the
 trainer must run with ``inference_mode=False`` (the CLI sets it).
@@ -32,6 +37,7 @@ import lightning as L
 import numpy as np
 import torch
 from ase.data import chemical_symbols
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from torch import Tensor
 from torch_geometric.data import Batch
 from torchmetrics import MeanMetric
@@ -81,6 +87,9 @@ class PotentialModule(L.LightningModule):
             rate, so a plateau reduction within it does not last; keep it shorter than the patience).
         monitor: metric the plateau scheduler watches.
         ema_decay: decay of the weight average used for validation, testing and saving; ``None`` for none.
+        stage_two_start: first epoch of stage two; ``None`` for no stage two.
+        stage_two_energy_weight: energy weight in stage two.
+        stage_two_forces_weight: force weight in stage two (stress keeps ``stress_weight``).
         compile: train and validate through the compiled path (:meth:`ForceField.enable_compile`):
             the first steps compile (seconds to minutes), later steps run faster. Off by default.
     """
@@ -111,6 +120,9 @@ class PotentialModule(L.LightningModule):
         warmup_steps: int = 0,
         monitor: str = "val/loss",
         ema_decay: float | None = 0.99,
+        stage_two_start: int | None = None,
+        stage_two_energy_weight: float = 1000.0,
+        stage_two_forces_weight: float = 100.0,
         compile: bool = False,
     ) -> None:
         super().__init__()
@@ -127,11 +139,16 @@ class PotentialModule(L.LightningModule):
             raise ValueError(f"lr must be > 0, got {lr!r}")
         if warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps!r}")
+        if stage_two_start is not None and stage_two_start < 1:
+            raise ValueError(f"stage_two_start must be an epoch >= 1 or null, got {stage_two_start!r}")
         self.save_hyperparameters()
         self.hparams["representation_hparams"] = dict(representation_hparams or {})
         if elements is not None:
             self.hparams["elements"] = [chemical_symbols[z] for z in to_atomic_numbers(elements)]
         self.loss_fn = PotentialLoss(energy_weight, forces_weight, stress_weight, kind=loss, huber_delta=huber_delta)
+        self.stage_two_loss_fn = PotentialLoss(
+            stage_two_energy_weight, stage_two_forces_weight, stress_weight, kind=loss, huber_delta=huber_delta
+        )
         # "train" is an nn.Module method, so the keys carry a suffix.
         self.metrics = torch.nn.ModuleDict({f"{stage}_errors": PotentialMetrics() for stage in STAGES})
         self.losses = torch.nn.ModuleDict({f"{stage}_loss": MeanMetric() for stage in STAGES})
@@ -248,10 +265,36 @@ class PotentialModule(L.LightningModule):
         if self.model is None:
             self.build()
 
+    @property
+    def in_stage_two(self) -> bool:
+        """Whether the current epoch trains with the stage-two loss weights."""
+        start = self.hparams.get("stage_two_start")
+        return start is not None and self._trainer is not None and self.trainer.current_epoch >= start
+
+    @property
+    def active_loss(self) -> PotentialLoss:
+        """The loss of the current stage (training and validation)."""
+        return self.stage_two_loss_fn if self.in_stage_two else self.loss_fn
+
+    def on_train_epoch_start(self) -> None:
+        """At the first epoch of stage two, restart the best-checkpoint and early-stopping records."""
+        if self.hparams.get("stage_two_start") != self.trainer.current_epoch:
+            return
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.monitor is not None:
+                worst = torch.tensor(math.inf if callback.mode == "min" else -math.inf)
+                # Keep the paths: the next best overwrites best.ckpt instead of writing best-v1.ckpt.
+                callback.best_k_models = {path: worst for path in callback.best_k_models}
+                callback.kth_value = worst
+                callback.best_model_score = worst if callback.best_k_models else None
+            elif isinstance(callback, EarlyStopping):
+                callback.best_score = torch.tensor(math.inf if callback.mode == "min" else -math.inf)
+                callback.wait_count = 0
+
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         """Loss of one training batch; logs ``train/loss_step``."""
         out = self.model(batch)
-        losses = self.loss_fn(out, batch)
+        losses = self.active_loss(out, batch)
         num_frames = int(batch[keys.NUM_ATOMS].numel())
         self.metrics["train_errors"].update(out, batch)
         self.losses["train_loss"].update(losses["loss"].detach(), num_frames)
@@ -345,7 +388,7 @@ class PotentialModule(L.LightningModule):
         if torch.is_inference_mode_enabled():
             raise RuntimeError("forces need autograd: run the Trainer with inference_mode=False")
         out = self.inference_model(batch)
-        losses = self.loss_fn(out, batch)
+        losses = self.active_loss(out, batch)
         self.metrics[f"{stage}_errors"].update(out, batch)
         self.losses[f"{stage}_loss"].update(losses["loss"].detach(), int(batch[keys.NUM_ATOMS].numel()))
         return out

@@ -172,6 +172,35 @@ def test_partly_labelled_data_trains(tmp_path, emt_file, make_trainer):
     assert all(np.isfinite(float(v)) for v in trainer.callback_metrics.values())
 
 
+class _RecordLoss(L.Callback):
+    """Records the loss weights each training epoch used."""
+
+    def __init__(self) -> None:
+        self.weights = []
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        self.weights.append(dict(module.active_loss.weights))
+
+
+def test_stage_two_switches_the_loss_and_restarts_best_checkpoint(tmp_path, emt_file, make_trainer):
+    record = _RecordLoss()
+    best = ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="best", monitor="val/loss", mode="min")
+    stopper = L.pytorch.callbacks.EarlyStopping(monitor="val/loss", patience=1)
+    module = tiny(energy_weight=1.0, forces_weight=10.0, stage_two_start=2, stage_two_energy_weight=500.0)
+    trainer = make_trainer(tmp_path, max_epochs=3, enable_checkpointing=True, callbacks=[record, best, stopper])
+    trainer.fit(module, datamodule(emt_file))
+    energy, forces = keys.ENERGY, keys.FORCES
+    assert [(w[energy], w[forces]) for w in record.weights] == [(1.0, 10.0), (1.0, 10.0), (500.0, 100.0)]
+    # The stage-two loss is on another scale: the last epoch is judged against stage two only, and
+    # overwrites best.ckpt instead of writing best-v1.ckpt.
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["best.ckpt"]
+    saved = torch.load(best.best_model_path, weights_only=True)
+    assert saved["epoch"] == 2
+    assert float(best.best_model_score) == pytest.approx(float(trainer.callback_metrics["val/loss"]))
+    with pytest.raises(ValueError, match="stage_two_start"):
+        tiny(stage_two_start=0)
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="unknown representation"):
         PotentialModule("nosuchfamily")
