@@ -13,7 +13,7 @@ back as ``split_file`` to repeat it. Graphs are built once and kept in memory.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -117,9 +117,14 @@ class AtomsDataModule(L.LightningDataModule):
             self.write_split(Path(out) / SPLIT_FILE_NAME)
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches."""
-        generator = torch.Generator().manual_seed(self.seed)
-        return self._loader("train", self.batch_size, shuffle=True, generator=generator)
+        """Shuffled training batches, in an order that depends on the seed and the epoch only.
+
+        A run resumed at epoch k then sees the batches an uninterrupted run sees at epoch k
+        (Lightning calls the sampler's ``set_epoch``); a generator carried over epochs would
+        restart from the seed instead.
+        """
+        sampler = EpochShuffle(len(self._graphs("train")), self.seed)
+        return self._loader("train", self.batch_size, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader | list:
         """Validation batches in file order (an empty list when there is no validation split)."""
@@ -280,6 +285,31 @@ def _read_split_file(path: Path) -> dict[str, tuple[list[int], str | None]]:
         return listed
     except (ValueError, KeyError, TypeError) as err:
         raise DataError(f"{path}: not a split file ({err})") from err
+
+
+class EpochShuffle(torch.utils.data.Sampler[int]):
+    """A random permutation of ``range(num_items)`` for each epoch, seeded by ``(seed, epoch)``.
+
+    Args:
+        num_items: dataset size.
+        seed: base seed.
+    """
+
+    def __init__(self, num_items: int, seed: int) -> None:
+        self.num_items = int(num_items)
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning at the start of every training epoch."""
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.num_items, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.num_items
 
 
 def split_indices(num_frames: int, fractions: Sequence[float], seed: int) -> list[list[int]]:

@@ -148,3 +148,16 @@ def test_graphs_keep_every_digit_of_positions_and_labels(tmp_path):
     assert not np.array_equal(read_back.positions.astype(np.float32), read_back.positions)
     batch = next(iter(dm.train_dataloader()))
     assert batch[keys.ENERGY].dtype == torch.float64 and float(batch[keys.ENERGY][0]) == -4215.123456789
+
+
+def test_training_order_depends_on_seed_and_epoch_only():
+    from gnnpot.data.datamodule import EpochShuffle
+
+    sampler = EpochShuffle(50, seed=7)
+    orders = []
+    for epoch in (0, 1, 0):
+        sampler.set_epoch(epoch)
+        orders.append(list(sampler))
+    assert sorted(orders[0]) == list(range(50)) and len(sampler) == 50
+    assert orders[0] == orders[2] and orders[0] != orders[1]
+    assert list(EpochShuffle(50, seed=8)) != orders[0]

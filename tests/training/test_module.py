@@ -130,6 +130,53 @@ def test_run_killed_mid_epoch_resumes_and_finishes(tmp_path, emt_file, make_trai
     assert resumed.current_epoch == 2 and resumed.global_step == 2 * per_epoch
 
 
+class KillAtEpoch(L.Callback):
+    """Kills the run as epoch ``epoch`` starts, after the previous epoch's checkpoint was written."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, *args) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise Killed
+
+
+def _final_state(trainer, module) -> dict[str, torch.Tensor]:
+    state = {f"model.{k}": v for k, v in module.model.state_dict().items()}
+    state.update({f"ema.{k}": v for k, v in module.ema.module.state_dict().items()})
+    for i, moments in enumerate(trainer.optimizers[0].state_dict()["state"].values()):
+        state.update({f"adam.{i}.{k}": v for k, v in moments.items()})
+    state.update({f"metric.{k}": v for k, v in trainer.callback_metrics.items()})
+    return state
+
+
+@pytest.mark.parametrize("scheduler", ["plateau", "cosine"])
+def test_resume_after_a_kill_is_exact(tmp_path, emt_file, make_trainer, scheduler):
+    """Killed after epoch 1 and resumed: weights, EMA, Adam moments and metrics equal an unbroken run."""
+    runs = {}
+    for name in ("unbroken", "killed"):
+        L.seed_everything(0)
+        folder = tmp_path / name
+        ckpt = ModelCheckpoint(dirpath=folder, monitor="val/loss", save_last=True, filename="best")
+        kill = [KillAtEpoch(2)] if name == "killed" else []
+        trainer = make_trainer(folder, max_epochs=4, callbacks=[ckpt, *kill], enable_checkpointing=True)
+        module = tiny(scheduler=scheduler, warmup_steps=3)
+        if kill:
+            with pytest.raises(Killed):
+                trainer.fit(module, datamodule(emt_file))
+            L.seed_everything(123)  # a new process: nothing may depend on the global RNG state
+            ckpt = ModelCheckpoint(dirpath=folder, monitor="val/loss", save_last=True, filename="best")
+            trainer = make_trainer(folder, max_epochs=4, callbacks=[ckpt], enable_checkpointing=True)
+            module = tiny(scheduler=scheduler, warmup_steps=3)
+            trainer.fit(module, datamodule(emt_file), ckpt_path=str(folder / "last.ckpt"))
+        else:
+            trainer.fit(module, datamodule(emt_file))
+        runs[name] = _final_state(trainer, module)
+    assert runs["unbroken"].keys() == runs["killed"].keys()
+    for key, value in runs["unbroken"].items():
+        assert torch.equal(value, runs["killed"][key]), key
+
+
 @pytest.mark.parametrize(
     "options",
     [
