@@ -13,7 +13,8 @@ Beyond Lightning's own arguments:
     * ``model.representation_hparams`` is checked against the family's accepted names (listed by
       ``gnnpot fit --help``); an unknown name, like any other bad value found when the classes are
       built, ends with one ``gnnpot fit: error: ...`` line and exit status 2.
-    * ``--checkpoint.*`` (ModelCheckpoint: ``best.ckpt`` by ``val/loss`` and ``last.ckpt``) and
+    * ``--checkpoint.*`` (:class:`~gnnpot.training.checkpoints.RunCheckpoint`: ``best.ckpt`` by
+      ``val/loss`` and ``last.ckpt``, written atomically into the run folder) and
       ``--early_stopping.*`` (EarlyStopping on ``val/loss``).
     * ``--run.dir``, ``--run.name``, ``--run.version``: the run folder ``DIR/NAME/version_N`` holds
       ``config.yaml``, ``split.json``, ``metrics.csv``, ``checkpoints/`` and the plots. ``DIR`` is
@@ -37,13 +38,15 @@ from typing import Any, NoReturn
 
 from jsonargparse.typing import PositiveInt
 from lightning.pytorch import Trainer, seed_everything
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, Logger
+from lightning.pytorch.plugins.io import CheckpointIO
 
 from gnnpot.data.datamodule import AtomsDataModule
 from gnnpot.representations import REGISTRY
 from gnnpot.training.callbacks import PlotCallback
+from gnnpot.training.checkpoints import AtomicCheckpointIO, RunCheckpoint
 from gnnpot.training.module import PotentialModule
 
 LOGGERS = ("csv", "wandb", "tensorboard")
@@ -86,7 +89,7 @@ class GNNPotCLI(LightningCLI):
             parser: the parser of one subcommand (or the only one when ``run=False``).
         """
         parser.link_arguments("data.cutoff", "model.cutoff")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/loss",
@@ -163,6 +166,10 @@ class GNNPotCLI(LightningCLI):
         kwargs["logger"] = make_loggers(
             run_dir, name, run.version, run.logger, trainer_config.get("logger"), run.wandb_project
         )
+        plugins = trainer_config.get("plugins") or []
+        plugins = list(plugins) if isinstance(plugins, list) else [plugins]
+        if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
+            kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
         if run.plots:
             callbacks = trainer_config.get("callbacks") or []
             callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]

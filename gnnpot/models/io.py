@@ -18,6 +18,7 @@ pretrained model (:func:`gnnpot.models.pretrained.list_pretrained`).
 
 from __future__ import annotations
 
+import os
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
@@ -58,10 +59,52 @@ def save_model(model: ForceField, path: str | Path, metadata: Mapping[str, Any] 
             **{k: v for k, v in plain_data(dict(metadata or {})).items() if v is not None},
         },
     }
+    return atomic_save(record, path)
+
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` that never leaves a partial file at ``path``, whenever the process dies.
+
+    The bytes go to a temporary file in the same folder (so the final ``os.replace`` is a rename
+    on one filesystem, never a copy across filesystems as a temporary file in ``TMPDIR`` would
+    be), are flushed to disk (``fsync``), then renamed over ``path``; the folder is synced too.
+    A kill leaves either the old file or the new one, and at most a ``.<name>.tmp-<pid>`` file,
+    which the next save of ``path`` removes once its process is gone.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(record, path)
+    _remove_orphans(path)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(temporary, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
+        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
     return path
+
+
+def _remove_orphans(path: Path) -> None:
+    """Delete temporary files of ``path`` left by writers that were killed."""
+    for orphan in path.parent.glob(f".{path.name}.tmp-*"):
+        pid = orphan.name.rsplit("-", 1)[-1]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            orphan.unlink(missing_ok=True)
+        except PermissionError:  # alive, another user's
+            pass
 
 
 def model_metadata(model: ForceField) -> dict[str, Any]:

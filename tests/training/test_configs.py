@@ -7,6 +7,7 @@ import pytest
 from gnnpot.cli import main
 from gnnpot.cli.training import GNNPotCLI
 from gnnpot.representations import REGISTRY, get_family
+from gnnpot.training.checkpoints import AtomicCheckpointIO
 from gnnpot.training.module import PotentialModule
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -26,6 +27,7 @@ def test_config_parses_and_instantiates(path, tmp_path, monkeypatch):
     assert isinstance(cli.model, PotentialModule) and cli.model.hparams.representation in REGISTRY
     assert cli.model.hparams.cutoff == cli.datamodule.cutoff
     assert cli.trainer.validate_loop.inference_mode is False  # forces need autograd
+    assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
     if "rmd17" in path.stem:
         assert cli.datamodule.val_fraction == 0.05 and cli.datamodule.own_file["test"]
         assert cli.datamodule.files["train"].endswith("rmd17_ethanol_train_01.npz")
