@@ -35,6 +35,14 @@ PRETRAINED: dict[str, dict[str, Any]] = {
         "file": "dimenet-emt-cuau.pt",
         "description": "DimeNet++, configs/dimenet_demo.yaml on the embedded EMT Cu-Au data",
     },
+    "mace-rmd17-ethanol": {
+        "file": "mace-rmd17-ethanol.pt",
+        "description": "MACE small, configs/mace_rmd17_cpu.yaml (2 h, one CPU thread) on rMD17 ethanol split 01",
+    },
+    "mace-rmd17-aspirin": {
+        "file": "mace-rmd17-aspirin.pt",
+        "description": "MACE small, configs/mace_rmd17_cpu.yaml (2 h, one CPU thread) on rMD17 aspirin split 01",
+    },
     "schnet-rmd17-ethanol": {
         "file": "schnet-rmd17-ethanol.pt",
         "description": "SchNet, configs/schnet_rmd17.yaml on rMD17 ethanol split 01 (950 train frames)",
