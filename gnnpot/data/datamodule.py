@@ -305,8 +305,7 @@ class EpochShuffle(torch.utils.data.Sampler[int]):
         self.epoch = int(epoch)
 
     def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.num_items, generator=generator).tolist())
+        return iter(np.random.default_rng((self.seed, self.epoch)).permutation(self.num_items).tolist())
 
     def __len__(self) -> int:
         return self.num_items

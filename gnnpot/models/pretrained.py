@@ -37,11 +37,11 @@ PRETRAINED: dict[str, dict[str, Any]] = {
     },
     "mace-rmd17-ethanol": {
         "file": "mace-rmd17-ethanol.pt",
-        "description": "MACE small, configs/mace_rmd17_cpu.yaml (2 h, one CPU thread) on rMD17 ethanol split 01",
+        "description": "MACE small, configs/mace_rmd17_cpu.yaml (~2 h, 1 CPU thread) on rMD17 ethanol split 01",
     },
     "mace-rmd17-aspirin": {
         "file": "mace-rmd17-aspirin.pt",
-        "description": "MACE small, configs/mace_rmd17_cpu.yaml (2 h, one CPU thread) on rMD17 aspirin split 01",
+        "description": "MACE small, configs/mace_rmd17_cpu.yaml (~2 h, 1 CPU thread) on rMD17 aspirin split 01",
     },
     "schnet-rmd17-ethanol": {
         "file": "schnet-rmd17-ethanol.pt",
