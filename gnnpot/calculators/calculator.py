@@ -138,8 +138,10 @@ class GNNPotCalculator(Calculator):
         """The graph of ``atoms`` on the kept neighbour list, checked like any input (NaN, overlaps).
 
         Elements the model does not know are refused by the model call (``Potential.species``).
+        Positions stay float64: the model centres each frame before casting to its own dtype, so
+        structures far from the origin keep their bond lengths (see ``centred_positions``).
         """
         data = AtomicData.from_atoms(
-            atoms, self.cutoff, source="GNNPotCalculator", dtype=self.dtype, neighbors=self.neighbors
+            atoms, self.cutoff, source="GNNPotCalculator", dtype=torch.float64, neighbors=self.neighbors
         )
         return data.to(self.device)

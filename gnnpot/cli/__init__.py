@@ -31,6 +31,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from gnnpot.cli.benchmark import benchmark_main
+from gnnpot.cli.common import DEBUG_FLAG, set_debug
 from gnnpot.cli.data import data_main
 from gnnpot.cli.dynamics import md_main, relax_main
 from gnnpot.cli.models import eval_main, export_main, pretrained_main
@@ -54,6 +55,7 @@ commands:
   benchmark       speed workloads (training step, MD latency, batches, periodic Cu) against peers
 
 MODEL arguments take a model file, a run's checkpoint, a run folder or a pretrained name.
+An error ends a command with one line and a non-zero exit; --debug (anywhere) shows its traceback.
 
 Run `gnnpot <command> -h` for details."""
 
@@ -64,11 +66,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     Args:
         argv: the command line after ``gnnpot``; ``None`` reads ``sys.argv``.
 
+    ``--debug`` anywhere on the line is taken out and lets errors raise with their traceback.
+
     Returns:
         The exit status: 0, 1 for bad input, 2 for bad arguments or an unknown command, 3 for an MD
         run stopped early or a relaxation that did not converge.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    set_debug(DEBUG_FLAG in argv)
+    argv = [word for word in argv if word != DEBUG_FLAG]
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0
@@ -77,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[command](rest)
     if command in TRAINING_COMMANDS:
         return _training_main(argv)
-    print(f"{USAGE}\n\ngnnpot: error: unknown command {command!r}", file=sys.stderr)
+    print(f"gnnpot: error: unknown command {command!r} (see gnnpot -h)", file=sys.stderr)
     return 2
 
 

@@ -5,14 +5,56 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tarfile
 from collections.abc import Callable
+from typing import NoReturn
 
 from gnnpot.data import DataError
 from gnnpot.data.io import LABEL_NAMES
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with gnnpot's error format: one line naming the command and the problem, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``<prog>: error: <message> (see <prog> -h)`` without the usage text and exit with status 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} -h)\n")
+
+
+# Exceptions whose message is written for the user: bad input, refused files, bad values.
+USER_ERRORS = (DataError, OSError, ValueError, RuntimeError, KeyError, tarfile.TarError)
+DEBUG_FLAG = "--debug"
+_debug = False
+
+
+def set_debug(on: bool) -> None:
+    """``--debug``: errors propagate with their traceback instead of becoming one line."""
+    global _debug
+    _debug = on
+
+
+def is_debug() -> bool:
+    """Whether ``--debug`` was given."""
+    return _debug
+
+
+def error_line(command: str, err: BaseException) -> str:
+    """``gnnpot <command>: error: <message>`` on one line.
+
+    Args:
+        command: the command's words after ``gnnpot`` (``"data stats"``).
+        err: the exception; one that is not among :data:`USER_ERRORS` is an internal error, named
+            with its type and a pointer to ``--debug``.
+    """
+    message = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    message = "; ".join(line.strip() for line in message.splitlines() if line.strip()) or type(err).__name__
+    if not isinstance(err, USER_ERRORS):
+        message = f"{type(err).__name__}: {message} (unexpected; run again with {DEBUG_FLAG} for the traceback)"
+    return f"gnnpot {command}: error: {message}"
+
+
 def guarded(command: str, run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    """Run a subcommand; bad input becomes one error line and exit status 1.
+    """Run a subcommand; an error becomes one line on stderr and exit status 1 (unless ``--debug``).
 
     Args:
         command: the command's words after ``gnnpot`` (``"data stats"``), for the error line.
@@ -20,13 +62,14 @@ def guarded(command: str, run: Callable[[argparse.Namespace], int], args: argpar
         args: the parsed arguments.
 
     Returns:
-        The exit status of ``run``, or 1 when it raised an input error (``DataError``, ``OSError``,
-        ``ValueError``, ``RuntimeError`` or ``KeyError``).
+        The exit status of ``run``, or 1 when it raised (see :func:`error_line`).
     """
     try:
         return run(args)
-    except (DataError, OSError, ValueError, RuntimeError, KeyError) as err:
-        print(f"gnnpot {command}: error: {err}", file=sys.stderr)
+    except Exception as err:
+        if is_debug():
+            raise
+        print(error_line(command, err), file=sys.stderr)
         return 1
 
 

@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from gnnpot.cli.common import guarded, parse_key_map
+from gnnpot.cli.common import ArgumentParser, guarded, parse_key_map
 from gnnpot.data.io import read_frames, write_frames
 
 DEFAULT_DATASET = "data/emt_cuau.xyz"
@@ -27,7 +27,7 @@ def data_main(argv: Sequence[str]) -> int:
 
 def _data_parser() -> argparse.ArgumentParser:
     """The parser of ``gnnpot data``; each subcommand sets ``run`` to its handler."""
-    parser = argparse.ArgumentParser(prog="gnnpot data", description="Datasets: generate and inspect.")
+    parser = ArgumentParser(prog="gnnpot data", description="Datasets: generate and inspect.")
     sub = parser.add_subparsers(dest="subcommand", required=True)
 
     generate = sub.add_parser(

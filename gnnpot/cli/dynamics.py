@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from ase import Atoms
 
-from gnnpot.cli.common import guarded
+from gnnpot.cli.common import ArgumentParser, guarded
 from gnnpot.data.io import read_frames
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ def md_main(argv: Sequence[str]) -> int:
         The exit status: 0, 1 for bad input, 2 for bad arguments (argparse exits), 3 when the run
         stopped early (atoms too close or the committee's force std too large).
     """
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="gnnpot md",
         description="Molecular dynamics through ASE: nve (velocity Verlet), nvt (Langevin), npt (isotropic "
         "MTK). Logs time, temperature, E_pot, E_kin, E_tot and the drift of E_tot; stops early when atoms "
@@ -150,7 +150,7 @@ def relax_main(argv: Sequence[str]) -> int:
         The exit status: 0 when converged, 1 for bad input, 2 for bad arguments (argparse exits),
         3 when not converged within ``--steps``.
     """
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="gnnpot relax", description="Relax a structure (positions, and the cell with --cell) with ASE."
     )
     _add_structure_arguments(parser, committee=False)

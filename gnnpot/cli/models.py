@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from gnnpot.cli.common import guarded, parse_key_map
+from gnnpot.cli.common import ArgumentParser, guarded, parse_key_map
 
 # --- gnnpot eval ------------------------------------------------------------------------------
 
@@ -18,7 +18,7 @@ def eval_main(argv: Sequence[str]) -> int:
     Args:
         argv: the arguments after ``gnnpot eval``.
     """
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="gnnpot eval",
         description="Metrics of a trained model (a model file, a Lightning checkpoint of a gnnpot run, a run "
         "folder or a pretrained name; read with weights_only=True) on a labelled dataset: energy per atom "
@@ -32,6 +32,12 @@ def eval_main(argv: Sequence[str]) -> int:
     parser.add_argument("--key-map", type=parse_key_map, default=None, help="label names in the file")
     parser.add_argument("--batch-size", type=int, default=16, help="frames per batch (default 16)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument(
+        "--dtype",
+        default=None,
+        choices=("float32", "float64"),
+        help="evaluate the model in this float dtype (default: the model's own); data are read in float64",
+    )
     parser.add_argument("--plot", default=None, help="write a parity plot to this PNG")
     parser.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(list(argv))
@@ -48,6 +54,10 @@ def _eval(args: argparse.Namespace) -> int:
     if (args.data is None) == (args.split is None):
         raise ValueError("give exactly one of --data FILE and --split split.json")
     model = load_model(args.model, map_location=args.device)
+    if args.dtype is not None:
+        import torch
+
+        model = model.to(getattr(torch, args.dtype))
     indices = None
     if args.split is not None:
         path, indices = split_entry(args.split, args.subset)
@@ -65,18 +75,25 @@ def _eval(args: argparse.Namespace) -> int:
         **summary,
         "units": {name: METRIC_UNITS[name] for name in metrics},
         "model_info": info,
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "plot": plot,
     }
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
         return 0
     weights = f", {info['weights'].replace('ema', 'EMA')} weights" if info["weights"] else ""
-    print(f"model   {args.model} ({info['representation']}, cutoff {info['cutoff']} Å{weights})")
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    print(f"model   {args.model} ({info['representation']}, cutoff {info['cutoff']} Å{weights}, {dtype})")
     print(
         f"data    {path}{f' [{args.subset} split]' if args.split else ''}: "
         f"{summary['num_frames']} frames, {summary['num_atoms']} atoms ({summary['seconds']:.1f} s)"
     )
     print(format_metrics(metrics))
+    for name, gap in summary["left_out"].items():
+        if name == "energy_per_atom":  # the same frames as energy
+            continue
+        examples = "; ".join(gap["examples"]) + (", ..." if gap["frames"] > len(gap["examples"]) else "")
+        print(f"left out of {name}: {gap['frames']} frames ({gap['atoms']} atoms), {gap['why']}: {examples}")
     if plot:
         print(f"plot    {plot}")
     return 0
@@ -118,7 +135,7 @@ def export_main(argv: Sequence[str]) -> int:
     Args:
         argv: the arguments after ``gnnpot export``.
     """
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="gnnpot export",
         description="Write a training run's model as a model file (config + weights + metadata; no pickled "
         "objects). The metadata gets the run's config.yaml as its recipe, the training-data hash and the "
@@ -154,7 +171,7 @@ def pretrained_main(argv: Sequence[str]) -> int:
     Args:
         argv: the arguments after ``gnnpot pretrained``.
     """
-    parser = argparse.ArgumentParser(prog="gnnpot pretrained", description="The pretrained models.")
+    parser = ArgumentParser(prog="gnnpot pretrained", description="The pretrained models.")
     parser.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(list(argv))
     return guarded("pretrained", _pretrained, args)

@@ -32,6 +32,7 @@ import netrc
 import os
 import sys
 import warnings
+from argparse import ArgumentError
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -43,7 +44,9 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, Logger
 from lightning.pytorch.plugins.io import CheckpointIO
 
+from gnnpot.cli.common import error_line, is_debug
 from gnnpot.data.datamodule import AtomsDataModule
+from gnnpot.models.io import load_error
 from gnnpot.representations import REGISTRY
 from gnnpot.training.callbacks import PlotCallback
 from gnnpot.training.checkpoints import AtomicCheckpointIO, RunCheckpoint
@@ -72,7 +75,13 @@ class GNNPotCLI(LightningCLI):
             run=run,
             seed_everything_default=0,
             save_config_kwargs={"overwrite": True},
-            parser_kwargs={"prog": "gnnpot", "default_env": False},
+            # Parse errors raise (ArgumentError) instead of printing the usage: training_main prints one line.
+            parser_kwargs={
+                "prog": "gnnpot",
+                "default_env": False,
+                "exit_on_error": False,
+                **{name: {"exit_on_error": False} for name in self.subcommands()},
+            },
         )
 
     @staticmethod
@@ -143,6 +152,19 @@ class GNNPotCLI(LightningCLI):
         self._ensemble_version = config["run.version"]
         config["ensemble"] = 1  # each member's config.yaml is the recipe of that member alone
         self._configure_member(0)
+
+    def _parse_ckpt_path(self) -> None:
+        """Read ``--ckpt_path``'s hyperparameters; a file torch cannot read or refuses becomes a ``ValueError``.
+
+        Lightning loads the checkpoint here (``torch.load``, weights only) before the trainer's
+        checkpoint IO sees it; this private hook of LightningCLI is the only place that load happens.
+        """
+        try:
+            super()._parse_ckpt_path()
+        except ArgumentError:
+            raise
+        except Exception as err:
+            raise load_error(self.config[self.config.subcommand].get("ckpt_path"), err) from err
 
     def instantiate_classes(self) -> None:
         """Build model, data and trainer; a bad value (``ValueError``) ends with one error line, exit 2."""
@@ -323,16 +345,48 @@ def wandb_logger(run_dir: str, name: str, project: str) -> Logger:
 def training_main(argv: Sequence[str]) -> int:
     """Run ``gnnpot fit|validate|test ...``; returns the exit status.
 
+    Every error ends with one ``gnnpot <subcommand>: error: ...`` line (see
+    :func:`gnnpot.cli.common.error_line`) unless ``--debug`` was given: argument and config errors
+    (malformed YAML included, without the usage text) with status 2, errors while training (bad data,
+    a refused checkpoint) with status 1.
+
     Args:
         argv: the command line after ``gnnpot``, subcommand first (``["fit", "--config", ...]``).
 
     Returns:
-        0, or the status of an argument error (2) or of ``--help`` (0).
+        0, 1 for an error while running, 2 for an argument or config error, 0 for ``--help``.
     """
+    command = argv[0] if argv and argv[0] in GNNPotCLI.subcommands() else ""
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+            # torch's note on a foreign checkpoint's pickle protocol, printed before the refusal itself
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
             GNNPotCLI(args=argv)
-    except SystemExit as exit_:  # argument errors and --help
+    except SystemExit as exit_:  # --help, and the errors GNNPotCLI._error has printed
         return exit_.code if isinstance(exit_.code, int) else 1
+    except ArgumentError as err:
+        if is_debug():
+            raise
+        message = f"{err}; see gnnpot {command} --help"
+        if "config" in message.lower() and config_files(argv):  # name the file jsonargparse parsed
+            message = f"{', '.join(config_files(argv))}: {message}"
+        print(error_line(command, ValueError(message)), file=sys.stderr)
+        return 2
+    except Exception as err:
+        if is_debug():
+            raise
+        print(error_line(command, err), file=sys.stderr)
+        return 1
     return 0
+
+
+def config_files(argv: Sequence[str]) -> list[str]:
+    """The files given with ``--config``/``-c`` on a command line."""
+    files = []
+    for k, word in enumerate(argv):
+        if word in ("--config", "-c") and k + 1 < len(argv):
+            files.append(argv[k + 1])
+        elif word.startswith("--config="):
+            files.append(word.split("=", 1)[1])
+    return files

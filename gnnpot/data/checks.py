@@ -1,4 +1,4 @@
-"""Input checks, one function per concern: cutoff, positions, cell, overlapping atoms and labels.
+"""Input checks, one function per concern: cutoff, atomic numbers, positions, cell, overlapping atoms and labels.
 
 Each check is written here once and called wherever data enters: :func:`gnnpot.data.read_frames`
 (through :func:`gnnpot.data.check_atoms`) and :meth:`gnnpot.data.AtomicData.from_atoms`, which
@@ -18,6 +18,8 @@ from gnnpot import keys
 
 # Two atoms closer than this (Å) are an input error, not physics.
 MIN_DISTANCE = 0.1
+# Heaviest element (oganesson).
+MAX_ATOMIC_NUMBER = 118
 # Smallest cell volume (Å^3) accepted for a cell periodic in all three directions.
 MIN_VOLUME = 1e-6
 # Lattice vectors shorter than this (Å) count as missing.
@@ -44,6 +46,26 @@ def check_cutoff(cutoff: float) -> float:
     if not np.isfinite(cutoff) or cutoff <= 0.0:
         raise ValueError(f"cutoff must be a finite number > 0, got {cutoff!r}")
     return cutoff
+
+
+def check_numbers(numbers: np.ndarray, where: str) -> None:
+    """Raise :class:`DataError` for an atomic number that is not an element (1 to 118).
+
+    ASE's dummy atom ``X`` has number 0: it is a placeholder, not an element a potential could learn.
+
+    Args:
+        numbers: [num_atoms] atomic numbers.
+        where: ``"file, frame k"`` for the message.
+    """
+    numbers = np.asarray(numbers).reshape(-1)
+    bad = np.flatnonzero((numbers < 1) | (numbers > MAX_ATOMIC_NUMBER))
+    if len(bad):
+        values = sorted({int(z) for z in numbers[bad]})
+        dummy = " (0 is ASE's dummy atom X)" if 0 in values else ""
+        shown = bad[:10].tolist() + (["..."] if len(bad) > 10 else [])
+        raise DataError(
+            f"{where}: atomic number(s) {values} at atoms {shown} are not elements 1 to {MAX_ATOMIC_NUMBER}{dummy}"
+        )
 
 
 def check_positions(pos: np.ndarray, where: str) -> None:

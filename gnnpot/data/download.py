@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gnnpot.data.checks import DataError
+
 RMD17_URL = "https://figshare.com/ndownloader/files/23950376"
 RMD17_MOLECULES = (
     "aspirin", "azobenzene", "benzene", "ethanol", "malonaldehyde",
@@ -58,8 +60,13 @@ def download_rmd17(
     written = []
     with tempfile.TemporaryDirectory() as tmp:
         archive = fetch(url, Path(tmp) / "rmd17.tar.bz2", sha256)
-        with tarfile.open(archive) as tar:
-            tar.extractall(tmp, filter="data")
+        try:
+            with tarfile.open(archive) as tar:
+                tar.extractall(tmp, filter="data")  # refuses members outside tmp, links out, devices
+        except tarfile.FilterError as err:
+            raise DataError(f"{url}: refused to extract the archive, {err}") from err
+        except (tarfile.TarError, EOFError, OSError) as err:
+            raise DataError(f"{url}: not a readable tar archive ({type(err).__name__}: {err})") from err
         root = next(Path(tmp).rglob("npz_data")).parent
         for molecule in molecules:
             source = root / "npz_data" / f"rmd17_{molecule}.npz"

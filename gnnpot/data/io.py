@@ -37,6 +37,7 @@ from gnnpot.data.checks import (
     check_cutoff,
     check_labels,
     check_min_distance,
+    check_numbers,
     check_positions,
     stress_matrix,
 )
@@ -150,8 +151,7 @@ def read_frames(
     for name in require:
         if name not in (keys.ENERGY, keys.FORCES, keys.STRESS):
             raise ValueError(f"require must name energy, forces or stress, got {name!r}")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+    check_readable(path)
     if path.stat().st_size == 0:
         raise DataError(f"{path}: empty file, no frames")
     source = str(path)
@@ -164,11 +164,12 @@ def read_frames(
     if not atoms_list:
         raise DataError(f"{source}: no frames found")
     ids = _select(index, len(atoms_list), source)
+    missing_note = " (an ASE database stores a NaN value as an empty one)" if path.suffix == ".db" else ""
     frames = []
     for frame_id in ids:
         atoms = atoms_list[frame_id]
         where = f"{source}, frame {frame_id}"
-        labels = check_atoms(atoms, _extract_labels(atoms, key_map, require, where), where)
+        labels = check_atoms(atoms, _extract_labels(atoms, key_map, require, where, missing_note), where)
         for name in keys.LABEL_KEYS:  # labels live on the calculator only, so writing is unambiguous
             atoms.info.pop(name, None)
             if name in atoms.arrays:
@@ -185,6 +186,26 @@ def write_frames(path: str | Path, frames: Sequence[Atoms]) -> None:
     import ase.io  # imported when used: ase.io pulls in scipy (~40 MB of memory)
 
     ase.io.write(path, list(frames), format="extxyz")
+
+
+def check_readable(path: Path) -> None:
+    """Raise a clear error when ``path`` is not a regular file this process can read.
+
+    Raises:
+        FileNotFoundError: no such file.
+        DataError: a directory, a special file, or a file without read permission.
+    """
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, expected a data file")
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    if not path.is_file():
+        raise DataError(f"{path}: not a regular file, expected a data file")
+    try:
+        with path.open("rb"):
+            pass
+    except PermissionError as err:
+        raise DataError(f"{path}: permission denied, cannot read the file") from err
 
 
 def frame_labels(atoms: Atoms) -> dict[str, Any]:
@@ -249,6 +270,9 @@ def check_atoms(atoms: Atoms, labels: Mapping[str, Any], where: str) -> dict[str
     Raises:
         DataError: the first problem found, naming ``where``.
     """
+    if len(atoms) == 0:
+        raise DataError(f"{where}: the frame has no atoms")
+    check_numbers(atoms.numbers, where)
     pos = np.asarray(atoms.positions, dtype=np.float64)
     check_positions(pos, where)
     check_cell(atoms.cell.array, atoms.pbc, where)
@@ -284,8 +308,74 @@ def _read_ase(path: Path, format: str | None) -> list[Atoms]:
         for atoms in ase.io.iread(path, index=":", format=format):
             frames.append(atoms)
     except Exception as err:  # ase raises many types for a malformed file
-        raise DataError(f"{path}, frame {len(frames)}: cannot parse file ({type(err).__name__}: {err})") from err
+        # ase's xyz readers index the whole file before the first frame, so a broken frame 5000
+        # fails with no frame read; find the frame that is really broken.
+        located = _locate_xyz_error(path) if (format or path.suffix.lstrip(".")) in _XYZ_FORMATS else None
+        if located is not None:
+            frame, line, problem = located
+            raise DataError(f"{path}, frame {frame} (line {line}): cannot parse file, {problem}") from err
+        reason = " ".join(str(err).split())
+        raise DataError(f"{path}, frame {len(frames)}: cannot parse file ({type(err).__name__}: {reason})") from err
     return frames
+
+
+_XYZ_FORMATS = ("xyz", "extxyz")
+
+
+def _locate_xyz_error(path: Path) -> tuple[int, int, str] | None:
+    """``(frame, line, problem)`` of the first broken frame of an (extended) XYZ file, or ``None``.
+
+    Walks the frames by their atom-count lines (this is the layout, not the parser), then parses
+    the frames one at a time with ASE: a layout error names the frame where the layout breaks, a
+    parse error the frame ASE cannot read. Runs only after ASE failed, so a good file pays nothing.
+    """
+    import io
+
+    import ase.io
+
+    lines = path.read_bytes().split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    chunks: list[tuple[int, int]] = []  # first and end line of each frame
+    start = 0
+    while start < len(lines):
+        if not any(line.strip() for line in lines[start:]):
+            break  # blank lines at the end
+        frame = len(chunks)
+        try:
+            text = lines[start].decode()
+        except UnicodeDecodeError:
+            return frame, start + 1, "not UTF-8 text"
+        try:
+            natoms = int(text.strip())
+        except ValueError:
+            hint = f"; the atom count of frame {frame - 1} may be too small" if frame else ""
+            return frame, start + 1, f"expected an atom count, got {text.strip()[:60]!r}{hint}"
+        end = start + 2 + natoms
+        if natoms < 0 or end > len(lines):
+            return frame, start + 1, f"{natoms} atoms announced, the file ends before them"
+        for number in range(start + 1, end):
+            try:
+                fields = lines[number].decode().split()
+            except UnicodeDecodeError:
+                return frame, number + 1, "not UTF-8 text"
+            if number > start + 1 and len(fields) < 4:
+                return (
+                    frame,
+                    number + 1,
+                    f"atom line with {len(fields)} field(s), expected a species and x y z; "
+                    f"is the atom count {natoms} right?",
+                )
+        chunks.append((start, end))
+        start = end
+    for frame, (first, end) in enumerate(chunks):
+        text = b"\n".join(lines[first:end]).decode() + "\n"
+        try:
+            ase.io.read(io.StringIO(text), format="extxyz")
+        except Exception as err:
+            reason = " ".join(str(err).split())
+            return frame, first + 1, f"{type(err).__name__}: {reason}"
+    return None
 
 
 def _read_db(path: Path) -> list[Atoms]:
@@ -320,14 +410,21 @@ def _read_npz(path: Path) -> list[Atoms]:
             f"{path}: unknown npz layout with keys {sorted(found)}; expected rMD17 "
             f"{list(_MD17_KEYS['rmd17'])} or MD17 {list(_MD17_KEYS['md17'])}"
         )
-    unit = str(npz["e_unit"]).strip().lower() if "e_unit" in found else "kcal/mol"
+
+    def array(key: str, dtype: type) -> np.ndarray:
+        try:  # object arrays are refused (allow_pickle=False), text or other junk fails to convert
+            return np.asarray(npz[key], dtype=dtype)
+        except Exception as err:
+            raise DataError(f"{path}: array {key!r} is not {dtype.__name__} numbers ({err})") from err
+
+    unit = str(array("e_unit", str)).strip().lower() if "e_unit" in found else "kcal/mol"
     if unit not in _NPZ_ENERGY_UNITS:
         raise DataError(f"{path}: energy unit {unit!r} not understood (known: {sorted(_NPZ_ENERGY_UNITS)})")
     to_ev = _NPZ_ENERGY_UNITS[unit]
-    numbers = np.asarray(npz[z_key], dtype=np.int64).reshape(-1)
-    coords = np.asarray(npz[pos_key], dtype=np.float64)
-    energies = np.asarray(npz[energy_key], dtype=np.float64).reshape(-1)
-    forces = np.asarray(npz[forces_key], dtype=np.float64)
+    numbers = array(z_key, np.int64).reshape(-1)
+    coords = array(pos_key, np.float64)
+    energies = array(energy_key, np.float64).reshape(-1)
+    forces = array(forces_key, np.float64)
     shape = (len(coords), len(numbers), 3)
     if coords.shape != shape or forces.shape != shape or energies.shape != (len(coords),):
         raise DataError(
@@ -362,7 +459,9 @@ def _lookup(atoms: Atoms, key: str) -> Any:
     return atoms.arrays.get(key)
 
 
-def _extract_labels(atoms: Atoms, key_map: Mapping[str, str], require: Sequence[str], where: str) -> dict[str, Any]:
+def _extract_labels(
+    atoms: Atoms, key_map: Mapping[str, str], require: Sequence[str], where: str, missing_note: str = ""
+) -> dict[str, Any]:
     labels: dict[str, Any] = {}
     for name in (keys.ENERGY, keys.FORCES, keys.STRESS):
         value = _lookup(atoms, key_map.get(name, name))
@@ -377,7 +476,9 @@ def _extract_labels(atoms: Atoms, key_map: Mapping[str, str], require: Sequence[
     for name in require:
         if name not in labels:
             key = key_map.get(name, name)
-            raise DataError(f"{where}: no {name} label (looked for {key!r} in calculator results, info and arrays)")
+            raise DataError(
+                f"{where}: no {name} label (looked for {key!r} in calculator results, info and arrays){missing_note}"
+            )
     return labels
 
 

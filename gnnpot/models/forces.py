@@ -26,7 +26,7 @@ from torch_geometric.data import Data
 from gnnpot import keys
 from gnnpot.models import compiled
 from gnnpot.models.potential import Potential
-from gnnpot.nn import edge_vectors, edges_paired, scatter_sum
+from gnnpot.nn import edge_vectors, edges_paired, gather, scatter_sum
 from gnnpot.representations import family_graph
 
 
@@ -112,6 +112,28 @@ def energy_gradients(
     return atomic, forces, virial
 
 
+def centred_positions(pos: Tensor, batch: Tensor, num_frames: int, dtype: torch.dtype) -> Tensor:
+    """Positions in the model's dtype; cast to a narrower dtype after moving each frame's centre to the origin.
+
+    The energy depends on positions only through differences, so a common translation of a frame
+    changes nothing but the rounding: a molecule at 1e8 Å cast to float32 as it is keeps no digit
+    of its bond lengths (float32 spacing there is 8 Å), cast after centring in float64 it keeps
+    them all. Periodic frames translate with their lattice, which leaves every edge vector as it is.
+
+    Args:
+        pos: [N, 3] positions as the graph holds them (float64 from :func:`gnnpot.data.build_graphs`).
+        batch: [N] frame of each atom.
+        num_frames: number of frames.
+        dtype: the model's float dtype.
+    """
+    if pos.dtype == dtype or torch.finfo(pos.dtype).eps >= torch.finfo(dtype).eps or pos.shape[0] == 0:
+        return pos.to(dtype)
+    with torch.no_grad():  # a translation: no contribution to forces, so no gradient to keep
+        counts = scatter_sum(torch.ones_like(pos[:, :1]), batch, num_frames).clamp(min=1)
+        centre = scatter_sum(pos, batch, num_frames) / counts
+    return (pos - gather(centre, batch)).to(dtype)
+
+
 def virial_to_stress(virial: Tensor, cell: Tensor) -> Tensor:
     """Stress [B, 3, 3] (eV/Å³, ASE sign) from per-frame virials [B, 3, 3] (eV) and cells [B, 3, 3] (Å).
 
@@ -185,7 +207,7 @@ class ForceField(nn.Module):
             batch = torch.zeros(data[keys.POSITIONS].shape[0], dtype=torch.long, device=data[keys.POSITIONS].device)
         num_frames = int(data[keys.CELL].shape[0])
         inputs = EnergyInputs(
-            pos=data[keys.POSITIONS].to(dtype),
+            pos=centred_positions(data[keys.POSITIONS], batch, num_frames, dtype),
             cell=data[keys.CELL].to(dtype),
             z=data[keys.ATOMIC_NUMBERS],
             species=self.potential.species(data[keys.ATOMIC_NUMBERS]),

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -160,7 +162,11 @@ def load_model(
         )
     record = _safe_load(path, map_location)
     config, state_dict, metadata = _unpack(record, path)
-    model = model_from_config(config)
+    try:
+        model = model_from_config(config)
+    except (ValueError, KeyError, TypeError) as err:
+        detail = f"it has no {err.args[0]!r} entry" if isinstance(err, KeyError) and err.args else str(err)
+        raise ValueError(f"{path}: cannot build the model its config describes ({detail})") from err
     try:
         model = load_weights(model, state_dict)
     except RuntimeError as err:
@@ -178,14 +184,32 @@ def read_metadata(source: str | Path) -> dict[str, Any]:
     return _unpack(_safe_load(path, "cpu"), path)[2]
 
 
-def _safe_load(path: Path, map_location: str | torch.device) -> Any:
+def _safe_load(path: Path, map_location: Any) -> Any:
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        reason = str(err).splitlines()[0]
-        raise ValueError(f"{path}: refused to load, it holds more than plain data and tensors ({reason})") from err
-    except (RuntimeError, EOFError) as err:
-        raise ValueError(f"{path}: not a readable torch file ({err})") from err
+        with warnings.catch_warnings():  # torch's note on a foreign pickle protocol, before its refusal
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch.load raises many types for a file that is not a torch file
+        raise load_error(path, err) from err
+
+
+def load_error(path: str | Path, err: Exception) -> ValueError:
+    """The one-line error for a torch file (model file or checkpoint) that ``torch.load`` refused or could not read.
+
+    Args:
+        path: the file.
+        err: what ``torch.load(..., weights_only=True)`` raised.
+    """
+    if isinstance(err, FileNotFoundError | IsADirectoryError | PermissionError):
+        return ValueError(f"{path}: cannot open ({err.strerror or err})")
+    text = str(err)
+    # torch's weights-only refusal is a page of advice; what follows "WeightsUnpickler error:" is the reason.
+    refused = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:Check the documentation|$)", text, re.DOTALL)
+    reason = refused.group(1) if refused else (text.strip().splitlines() or [type(err).__name__])[0]
+    reason = " ".join(reason.split())
+    if isinstance(err, pickle.UnpicklingError):
+        return ValueError(f"{path}: refused to load, it holds more than plain data and tensors ({reason})")
+    return ValueError(f"{path}: not a readable torch file ({type(err).__name__}: {reason})")
 
 
 def _unpack(record: Any, path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:

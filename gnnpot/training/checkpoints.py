@@ -21,7 +21,7 @@ from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from gnnpot.models.io import atomic_save
+from gnnpot.models.io import atomic_save, load_error
 
 _RECORD_PATHS = ("best_model_path", "kth_best_model_path", "last_model_path")
 
@@ -35,6 +35,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
         atomic_save(checkpoint, path)
+
+    def load_checkpoint(self, path: _PATH, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Lightning's loader; a file it cannot read or refuses becomes a ``ValueError`` naming the file."""
+        try:
+            return super().load_checkpoint(path, *args, **kwargs)
+        except Exception as err:
+            raise load_error(path, err) from err
 
 
 class RunCheckpoint(ModelCheckpoint):

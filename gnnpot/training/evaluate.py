@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from ase.data import chemical_symbols
 from torch_geometric.loader import DataLoader
 
 from gnnpot.data.atomic_data import AtomicData
-from gnnpot.data.io import build_graphs, read_frames
+from gnnpot.data.io import Frames, build_graphs, frame_labels, read_frames
+from gnnpot.keys import ENERGY, LABEL_KEYS, STRESS
 from gnnpot.models import ForceField, load_model, read_metadata, save_model
 from gnnpot.training.metrics import PotentialMetrics
 from gnnpot.training.module import _collect
@@ -72,7 +74,10 @@ def evaluate_file(
 
     Returns:
         ``(summary, predictions)``; the summary holds ``data``, ``num_frames``, ``num_atoms``,
-        ``seconds`` and ``metrics`` (meV units).
+        ``seconds``, ``metrics`` (meV units) and ``left_out`` (see :func:`left_out`).
+
+    Raises:
+        ValueError: no frames, or an element the model does not know (naming file and frame).
     """
     import time
 
@@ -81,6 +86,7 @@ def evaluate_file(
         frames = frames.select(indices)
     if len(frames) == 0:
         raise ValueError(f"{path}: no frames to evaluate")
+    check_elements(frames, model.elements)
     start = time.perf_counter()
     graphs = build_graphs(frames, model.cutoff)
     metrics, predictions = predict(model, graphs, batch_size=batch_size)
@@ -90,8 +96,54 @@ def evaluate_file(
         "num_atoms": sum(len(atoms) for atoms in frames),
         "seconds": time.perf_counter() - start,
         "metrics": metrics,
+        "left_out": left_out(frames),
     }
     return summary, predictions
+
+
+def check_elements(frames: Frames, elements: Iterable[int]) -> None:
+    """Raise ``ValueError`` naming the file, the first frame and the elements a model does not know."""
+    known = set(elements)
+    for position, atoms in enumerate(frames):
+        unknown = sorted(set(atoms.numbers.tolist()) - known)
+        if unknown:
+            names = [chemical_symbols[z] for z in unknown]
+            raise ValueError(
+                f"{frames.where(position)}: element(s) {names} unknown to the model, which knows "
+                f"{[chemical_symbols[z] for z in sorted(known)]}"
+            )
+
+
+def left_out(frames: Frames, examples: int = 3) -> dict[str, dict[str, Any]]:
+    """The frames and atoms each metric leaves out, and why: a frame without the label.
+
+    Stress is only looked for in periodic frames; molecules are not counted as left out of it.
+
+    Returns:
+        ``{quantity: {"frames": n, "atoms": n, "why": text, "examples": ["file, frame k", ...]}}``
+        for each quantity that leaves out at least one frame.
+    """
+    report: dict[str, dict[str, Any]] = {}
+    for name in LABEL_KEYS:
+        missing = [
+            position
+            for position, atoms in enumerate(frames)
+            if name not in frame_labels(atoms) and (name != STRESS or atoms.pbc.all())
+        ]
+        if not missing:
+            continue
+        why = f"no {name} label"
+        if str(frames.source).endswith(".db"):
+            why += " (an ASE database stores a NaN value as an empty one)"
+        report[name] = {
+            "frames": len(missing),
+            "atoms": sum(len(frames[k]) for k in missing),
+            "why": why,
+            "examples": [frames.where(k) for k in missing[:examples]],
+        }
+        if name == ENERGY:
+            report["energy_per_atom"] = report[name]
+    return report
 
 
 def export_model(

@@ -161,3 +161,24 @@ def test_bad_positions_are_clear_errors():
     atoms.positions[1, 0] = np.nan
     with pytest.raises(DataError, match=r"positions of atoms \[1\] are NaN"):
         atoms.get_potential_energy()
+
+
+@pytest.mark.parametrize("periodic", [False, True])
+def test_far_from_the_origin_float32_keeps_its_digits(periodic):
+    """A float32 model gives the same energy, forces and stress for a structure moved by 1e8 Å."""
+    torch.manual_seed(0)
+    model = build_model("painn", cutoff=4.0, elements=["C", "H", "O", "Cu", "Au"], **testing.tiny_hparams("painn"))
+    atoms = rattled_cuau() if periodic else molecule("CH3CH2OH")
+    far = atoms.copy()
+    far.positions += np.array([1e8, -3e7, 5e6])
+    results = []
+    for structure in (atoms, far):
+        structure.calc = GNNPotCalculator(model, dtype="float32")
+        results.append((structure.get_potential_energy(), structure.get_forces()))
+        if periodic:
+            results[-1] += (structure.get_stress(),)
+    (e_near, f_near, *s_near), (e_far, f_far, *s_far) = results
+    assert abs(e_far - e_near) < 1e-5 * max(1.0, abs(e_near))
+    assert np.abs(f_far - f_near).max() < 1e-5
+    if periodic:
+        assert np.abs(s_far[0] - s_near[0]).max() < 1e-6

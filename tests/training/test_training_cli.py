@@ -214,3 +214,27 @@ def test_fit_ensemble_trains_members_with_different_seeds(emt_file, tmp_path, ca
     assert main(validate) == 2
     assert "works with fit only" in capsys.readouterr().err
     assert main(fit_args(emt_file, run_dir, "--ensemble", "0")) == 2
+
+
+def test_eval_dtype_and_what_each_metric_left_out(trained, emt_file, capsys, tmp_path):
+    """--dtype float64 casts the model; frames without a label are counted, with the reason and the frame."""
+    from gnnpot.data import read_frames, write_frames
+
+    frames = list(read_frames(emt_file, index=":4"))
+    frames[1].calc.results.pop("forces")
+    frames[3].calc.results.pop("energy")
+    partial = tmp_path / "partial.xyz"
+    write_frames(partial, frames)
+    best = str(trained / "checkpoints" / "best.ckpt")
+    assert main(["eval", "--model", best, "--data", str(partial), "--json", "--dtype", "float64"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["dtype"] == "float64" and result["num_frames"] == 4
+    left = result["left_out"]
+    assert left["forces"]["frames"] == 1 and left["forces"]["atoms"] == len(frames[1])
+    assert left["forces"]["examples"] == [f"{partial}, frame 1"]
+    assert left["energy"]["frames"] == 1 and "no energy label" in left["energy"]["why"]
+    unstressed = sum(1 for atoms in frames if atoms.pbc.all() and "stress" not in atoms.calc.results)
+    assert left.get("stress", {}).get("frames", 0) == unstressed  # molecules are not counted
+    assert main(["eval", "--model", best, "--data", str(partial)]) == 0
+    text = capsys.readouterr().out
+    assert f"left out of forces: 1 frames ({len(frames[1])} atoms), no forces label: {partial}, frame 1" in text
