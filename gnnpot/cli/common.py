@@ -7,7 +7,7 @@ import json
 import sys
 import tarfile
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from gnnpot.data import DataError
 from gnnpot.data.io import LABEL_NAMES
@@ -53,7 +53,7 @@ def error_line(command: str, err: BaseException) -> str:
     return f"gnnpot {command}: error: {message}"
 
 
-def guarded(command: str, run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+def guarded(command: str, run: Callable[[Any], int], args: argparse.Namespace | None) -> int:
     """Run a subcommand; an error becomes one line on stderr and exit status 1 (unless ``--debug``).
 
     Args:

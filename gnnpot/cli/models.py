@@ -90,8 +90,6 @@ def _eval(args: argparse.Namespace) -> int:
     )
     print(format_metrics(metrics))
     for name, gap in summary["left_out"].items():
-        if name == "energy_per_atom":  # the same frames as energy
-            continue
         examples = "; ".join(gap["examples"]) + (", ..." if gap["frames"] > len(gap["examples"]) else "")
         print(f"left out of {name}: {gap['frames']} frames ({gap['atoms']} atoms), {gap['why']}: {examples}")
     if plot:

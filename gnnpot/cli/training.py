@@ -44,7 +44,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, Logger
 from lightning.pytorch.plugins.io import CheckpointIO
 
-from gnnpot.cli.common import error_line, is_debug
+from gnnpot.cli.common import error_line, guarded, is_debug
 from gnnpot.data.datamodule import AtomsDataModule
 from gnnpot.models.io import load_error
 from gnnpot.representations import REGISTRY
@@ -156,8 +156,8 @@ class GNNPotCLI(LightningCLI):
     def _parse_ckpt_path(self) -> None:
         """Read ``--ckpt_path``'s hyperparameters; a file torch cannot read or refuses becomes a ``ValueError``.
 
-        Lightning loads the checkpoint here (``torch.load``, weights only) before the trainer's
-        checkpoint IO sees it; this private hook of LightningCLI is the only place that load happens.
+        LightningCLI loads the checkpoint in this private hook (``torch.load``, weights only) before
+        the trainer does; the trainer's load goes through ``AtomicCheckpointIO.load_checkpoint``.
         """
         try:
             super()._parse_ckpt_path()
@@ -357,6 +357,11 @@ def training_main(argv: Sequence[str]) -> int:
         0, 1 for an error while running, 2 for an argument or config error, 0 for ``--help``.
     """
     command = argv[0] if argv and argv[0] in GNNPotCLI.subcommands() else ""
+    return guarded(command, lambda _: _run_cli(argv, command), None)
+
+
+def _run_cli(argv: Sequence[str], command: str) -> int:
+    """Build and run :class:`GNNPotCLI`; argument and config errors print their line here (status 2)."""
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
@@ -373,11 +378,6 @@ def training_main(argv: Sequence[str]) -> int:
             message = f"{', '.join(config_files(argv))}: {message}"
         print(error_line(command, ValueError(message)), file=sys.stderr)
         return 2
-    except Exception as err:
-        if is_debug():
-            raise
-        print(error_line(command, err), file=sys.stderr)
-        return 1
     return 0
 
 

@@ -46,6 +46,8 @@ from gnnpot.data.neighbors import neighbor_list_arrays
 # Label names a key map may redirect. ``virial`` (eV, -V * stress) is read only when no stress is.
 LABEL_NAMES = (keys.ENERGY, keys.FORCES, keys.STRESS, "virial")
 DEFAULT_REQUIRE = (keys.ENERGY, keys.FORCES)
+# Why a label can be missing from an ASE database: sqlite stores a NaN float as NULL.
+DB_NAN_NOTE = "an ASE database stores a NaN value as an empty one"
 # Radius of the neighbour search for overlapping atoms, Å. Larger than MIN_DISTANCE because
 # vesin's cell list has bins of the cutoff's size, which at 0.1 Å would be millions of bins.
 _CLOSE_CONTACT_RADIUS = 1.0
@@ -164,7 +166,7 @@ def read_frames(
     if not atoms_list:
         raise DataError(f"{source}: no frames found")
     ids = _select(index, len(atoms_list), source)
-    missing_note = " (an ASE database stores a NaN value as an empty one)" if path.suffix == ".db" else ""
+    missing_note = f" ({DB_NAN_NOTE})" if path.suffix == ".db" else ""
     frames = []
     for frame_id in ids:
         atoms = atoms_list[frame_id]

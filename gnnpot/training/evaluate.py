@@ -19,8 +19,8 @@ from ase.data import chemical_symbols
 from torch_geometric.loader import DataLoader
 
 from gnnpot.data.atomic_data import AtomicData
-from gnnpot.data.io import Frames, build_graphs, frame_labels, read_frames
-from gnnpot.keys import ENERGY, LABEL_KEYS, STRESS
+from gnnpot.data.io import DB_NAN_NOTE, Frames, build_graphs, frame_labels, read_frames
+from gnnpot.keys import LABEL_KEYS, STRESS
 from gnnpot.models import ForceField, load_model, read_metadata, save_model
 from gnnpot.training.metrics import PotentialMetrics
 from gnnpot.training.module import _collect
@@ -118,6 +118,7 @@ def left_out(frames: Frames, examples: int = 3) -> dict[str, dict[str, Any]]:
     """The frames and atoms each metric leaves out, and why: a frame without the label.
 
     Stress is only looked for in periodic frames; molecules are not counted as left out of it.
+    The per-atom energy metric leaves out the frames of ``energy``.
 
     Returns:
         ``{quantity: {"frames": n, "atoms": n, "why": text, "examples": ["file, frame k", ...]}}``
@@ -134,15 +135,13 @@ def left_out(frames: Frames, examples: int = 3) -> dict[str, dict[str, Any]]:
             continue
         why = f"no {name} label"
         if str(frames.source).endswith(".db"):
-            why += " (an ASE database stores a NaN value as an empty one)"
+            why += f" ({DB_NAN_NOTE})"
         report[name] = {
             "frames": len(missing),
             "atoms": sum(len(frames[k]) for k in missing),
             "why": why,
             "examples": [frames.where(k) for k in missing[:examples]],
         }
-        if name == ENERGY:
-            report["energy_per_atom"] = report[name]
     return report
 
 
