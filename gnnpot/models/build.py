@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
 from ase.data import atomic_numbers
 
 from gnnpot.data.checks import check_cutoff
@@ -133,3 +135,122 @@ def load_weights(model: ForceField, state_dict: Mapping[str, Any]) -> ForceField
         model = model.to(device=weight.device, dtype=weight.dtype)
     model.load_state_dict(state_dict, strict=True)
     return model
+
+
+def transfer_weights(
+    source: ForceField, target: ForceField, skip: Sequence[str] = ("potential.scale_shift.",)
+) -> list[str]:
+    """Copy ``source``'s trained weights into ``target``, a model of the same family and size (fine-tuning).
+
+    ``target`` may know more elements than ``source``: a tensor with one row per element (the
+    embeddings, element-dependent weights) gets the source's row of each element the source knows,
+    and new elements keep their fresh initialisation. Elements are matched by atomic number, so the
+    species order may differ. Tensors whose names start with one of ``skip`` are left alone (by
+    default the E0 and scale buffers, which the caller sets from the new data).
+
+    Args:
+        source: the trained model.
+        target: the model to initialise, built with the same family, hyperparameters and cutoff.
+        skip: name prefixes of tensors not to copy.
+
+    Returns:
+        The names of the tensors that were mapped row by row (empty when the elements agree).
+
+    Raises:
+        ValueError: the families, cutoffs or hyperparameters differ, the source knows an element the
+            target does not, or a tensor has no consistent element axis.
+    """
+    for entry in ("representation", "cutoff", "hparams", "zbl"):
+        if source.config.get(entry) != target.config.get(entry):
+            raise ValueError(
+                f"cannot copy weights between models with different {entry}: "
+                f"{source.config.get(entry)!r} and {target.config.get(entry)!r}"
+            )
+    old, new = list(source.config["elements"]), list(target.config["elements"])
+    if missing := sorted(set(old) - set(new)):
+        raise ValueError(f"the target model lacks elements {missing} that the source model knows")
+    rows = torch.tensor([new.index(z) for z in old])
+    weights = source.state_dict()
+    blocks = _tensor_product_blocks(source, target)
+    mapped = []
+    with torch.no_grad():
+        for name, tensor in target.state_dict().items():
+            if name.startswith(tuple(skip)) or name not in weights:
+                continue
+            value = weights[name].to(dtype=tensor.dtype, device=tensor.device)
+            if value.shape == tensor.shape and old == new:
+                tensor.copy_(value)
+            elif name in blocks:  # e3nn's flat weight: one block per path, an element axis in each
+                for source_slice, source_shape, target_slice, target_shape, factor in blocks[name]:
+                    block = value[source_slice].view(source_shape) * factor
+                    _copy_rows(name, block, tensor[target_slice].view(target_shape), rows)
+                mapped.append(name)
+            elif _copy_rows(name, value, tensor, rows):
+                mapped.append(name)
+    return mapped
+
+
+def _copy_rows(name: str, value: torch.Tensor, tensor: torch.Tensor, rows: torch.Tensor) -> bool:
+    """Copy ``value`` into ``tensor``, row by row along the one axis that grew from ``len(rows)`` elements.
+
+    Returns whether an element axis was mapped (``False``: the shapes agree and the tensor is
+    shared by all elements, copied whole).
+    """
+    axes = [
+        axis
+        for axis in range(tensor.dim())
+        if value.dim() == tensor.dim()
+        and value.shape[axis] == len(rows)
+        and tensor.shape[axis] != len(rows)
+        and all(value.shape[a] == tensor.shape[a] for a in range(tensor.dim()) if a != axis)
+    ]
+    if value.shape == tensor.shape:
+        tensor.copy_(value)
+        return False
+    if len(axes) != 1:
+        raise ValueError(
+            f"{name}: cannot tell which axis indexes the elements (source {tuple(value.shape)}, "
+            f"target {tuple(tensor.shape)}, {len(rows)} source elements)"
+        )
+    tensor.index_copy_(axes[0], rows.to(tensor.device), value)
+    return True
+
+
+def _tensor_product_blocks(
+    source: ForceField, target: ForceField
+) -> dict[str, list[tuple[slice, tuple, slice, tuple, float]]]:
+    """The per-path blocks of e3nn tensor products whose flat weight changed size with the elements.
+
+    e3nn keeps a tensor product's weights as one flat vector, the paths' ``[mul_1, mul_2, mul_out]``
+    blocks one after another; a species one-hot input (``num_elements x 0e``) puts an element axis
+    inside each block, so the vector can only be mapped block by block. Each path is normalised by
+    its fan-in, which counts the elements, so a block is rescaled by the ratio of the two paths'
+    normalisations to keep the old elements' outputs as they were.
+    """
+    from e3nn import o3
+
+    modules = dict(source.named_modules())
+    blocks = {}
+    for name, module in target.named_modules():
+        other = modules.get(name)
+        if not isinstance(module, o3.TensorProduct) or not isinstance(other, o3.TensorProduct):
+            continue
+        if not module.internal_weights or module.weight.shape == other.weight.shape:
+            continue
+        paths, source_start, target_start = [], 0, 0
+        for source_path, target_path in zip(other.instructions, module.instructions, strict=True):
+            if not target_path.has_weight:
+                continue
+            source_size, target_size = math.prod(source_path.path_shape), math.prod(target_path.path_shape)
+            paths.append(
+                (
+                    slice(source_start, source_start + source_size),
+                    tuple(source_path.path_shape),
+                    slice(target_start, target_start + target_size),
+                    tuple(target_path.path_shape),
+                    source_path.path_weight / target_path.path_weight,
+                )
+            )
+            source_start, target_start = source_start + source_size, target_start + target_size
+        blocks[f"{name}.weight"] = paths
+    return blocks

@@ -20,6 +20,12 @@ Stage two (MACE's "SWA" stage): from epoch ``stage_two_start`` on, the loss uses
 the total energy in after a force-dominated first stage. The validation loss changes meaning there,
 so the best-checkpoint and early-stopping records start afresh at the switch.
 
+Fine-tuning: ``init_from`` (a model file, a run folder or checkpoint, or a pretrained name) starts
+from a trained model. Its family, hyperparameters, cutoff, ZBL prior, energy scale and data
+statistics are taken over; the elements become the source's and the training split's together (a
+new element gets fresh embedding rows, the old rows are kept); E0 is refit on the new data by the
+``e0`` method. ``freeze_representation`` trains the readout alone; a lower ``lr`` is the other knob.
+
 Validation, testing and the saved weights use the exponential moving average of the weights
 (``ema_decay``; ``null`` turns it off). Forces need autograd in validation and testing, so the
 trainer must run with ``inference_mode=False`` (the CLI sets it).
@@ -38,6 +44,7 @@ import numpy as np
 import torch
 from ase.data import chemical_symbols
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch_geometric.data import Batch
 from torchmetrics import MeanMetric
@@ -45,7 +52,8 @@ from torchmetrics import MeanMetric
 from gnnpot import keys
 from gnnpot.data.io import read_frames
 from gnnpot.data.stats import data_sha256, fit_e0, force_rms, per_atom_energy_std
-from gnnpot.models import ForceField, build_model, to_atomic_numbers
+from gnnpot.models import ForceField, build_model, load_model, to_atomic_numbers
+from gnnpot.models.build import transfer_weights
 from gnnpot.models.io import plain_data
 from gnnpot.representations import check_hparams, get_family
 from gnnpot.training.ema import EMA
@@ -92,6 +100,10 @@ class PotentialModule(L.LightningModule):
         stage_two_forces_weight: force weight in stage two (stress keeps ``stress_weight``).
         compile: train and validate through the compiled path (:meth:`ForceField.enable_compile`):
             the first steps compile (seconds to minutes), later steps run faster. Off by default.
+        init_from: start from this trained model (model file, checkpoint, run folder or pretrained
+            name) instead of random weights; see the module docstring.
+        freeze_representation: with ``init_from``, keep the representation's weights fixed and train
+            the readout only.
     """
 
     def __init__(
@@ -124,8 +136,15 @@ class PotentialModule(L.LightningModule):
         stage_two_energy_weight: float = 1000.0,
         stage_two_forces_weight: float = 100.0,
         compile: bool = False,
+        init_from: str | None = None,
+        freeze_representation: bool = False,
     ) -> None:
         super().__init__()
+        if freeze_representation and not init_from:
+            raise ValueError("freeze_representation needs init_from: a random representation would stay random")
+        source = _source_config(init_from, representation, representation_hparams, cutoff) if init_from else None
+        if source is not None:
+            representation, representation_hparams = source["representation"], source["hparams"]
         check_hparams(representation, representation_hparams or {})
         if isinstance(e0, str) and e0 not in E0_METHODS:
             raise ValueError(f"e0 must be one of {E0_METHODS} or {{symbol: eV}}, got {e0!r}")
@@ -142,7 +161,10 @@ class PotentialModule(L.LightningModule):
         if stage_two_start is not None and stage_two_start < 1:
             raise ValueError(f"stage_two_start must be an epoch >= 1 or null, got {stage_two_start!r}")
         self.save_hyperparameters()
+        self.hparams["representation"] = representation
         self.hparams["representation_hparams"] = dict(representation_hparams or {})
+        if source is not None:  # the architecture and the energy scale are the source model's
+            self.hparams.update(zbl=bool(source["zbl"]), scale=float(source["scale"]))
         if elements is not None:
             self.hparams["elements"] = [chemical_symbols[z] for z in to_atomic_numbers(elements)]
         self.loss_fn = PotentialLoss(energy_weight, forces_weight, stress_weight, kind=loss, huber_delta=huber_delta)
@@ -156,6 +178,9 @@ class PotentialModule(L.LightningModule):
         self.ema: EMA | None = None
         self.predictions: dict[str, list[np.ndarray]] | None = None  # filled by test_step when set to {}
         self.training_data_sha256: str | None = None  # set in setup(), kept in checkpoints
+        self._source_elements = [chemical_symbols[z] for z in source["elements"]] if source else []
+        self._source_e0 = {chemical_symbols[int(z)]: float(v) for z, v in source["e0"].items()} if source else {}
+        self._weights_from_source = False  # init_from is applied once, when the model is first built for fit
         if self.statistics_resolved:
             self.build()
 
@@ -206,8 +231,9 @@ class PotentialModule(L.LightningModule):
         if not train_data:
             raise ValueError("statistics need training data, got an empty training split")
         if hp.elements is None:
-            numbers = sorted({int(z) for data in train_data for z in data[keys.ATOMIC_NUMBERS].tolist()})
-            hp.elements = [chemical_symbols[z] for z in numbers]
+            numbers = {int(z) for data in train_data for z in data[keys.ATOMIC_NUMBERS].tolist()}
+            numbers |= set(to_atomic_numbers(self._source_elements)) if self._source_elements else set()
+            hp.elements = [chemical_symbols[z] for z in sorted(numbers)]
         numbers = to_atomic_numbers(hp.elements)
         if isinstance(hp.e0, str):
             extra = []
@@ -217,6 +243,10 @@ class PotentialModule(L.LightningModule):
                 warnings.filterwarnings("ignore", message="no energy data")
                 e0 = fit_e0(list(train_data) + extra, numbers, method=hp.e0)
             hp.e0 = {chemical_symbols[z]: float(value) for z, value in e0.items()}
+            present = {int(z) for data in train_data for z in data[keys.ATOMIC_NUMBERS].tolist()}
+            for symbol, value in self._source_e0.items():  # init_from: elements the new data lacks keep their E0
+                if to_atomic_numbers([symbol])[0] not in present and symbol in hp.e0:
+                    hp.e0[symbol] = value
         if isinstance(hp.scale, str):
             e0_numbers = {to_atomic_numbers([s])[0]: v for s, v in hp.e0.items()}
             if hp.scale == "forces_rms":
@@ -261,9 +291,32 @@ class PotentialModule(L.LightningModule):
         self.resolve_statistics(train_data)
 
     def configure_model(self) -> None:
-        """Build the model when :meth:`setup` did not (statistics given as numbers)."""
+        """Build the model when :meth:`setup` did not (statistics given as numbers); apply ``init_from``.
+
+        When training resumes from a checkpoint, Lightning loads the checkpoint's weights after this
+        hook, so they replace the ``init_from`` weights.
+        """
         if self.model is None:
             self.build()
+        if self.hparams.get("init_from") and not self._weights_from_source:
+            self.initialise_from_source()
+
+    def initialise_from_source(self) -> None:
+        """Copy the ``init_from`` model's weights into the model and its EMA (E0 stays as resolved)."""
+        hp = self.hparams
+        source = load_model(hp.init_from)
+        mapped = transfer_weights(source, self.model)
+        if self.ema is not None:
+            self.ema = EMA(self.model, hp.ema_decay)
+        if hp.get("freeze_representation"):
+            self.model.potential.representation.requires_grad_(False)
+        self._weights_from_source = True
+        new = sorted(set(hp.elements) - set(self._source_elements))
+        rank_zero_info(
+            f"init_from {hp.init_from}: {len(source.state_dict())} tensors copied"
+            + (f", {len(mapped)} of them row by row for the new elements {new}" if mapped else "")
+            + ("; the representation is frozen" if hp.get("freeze_representation") else "")
+        )
 
     @property
     def in_stage_two(self) -> bool:
@@ -342,7 +395,8 @@ class PotentialModule(L.LightningModule):
         """Adam or AdamW with the plateau, cosine or no schedule (see the class arguments)."""
         hp = self.hparams
         cls = torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam
-        optimizer = cls(self.model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, amsgrad=hp.amsgrad)
+        trained = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = cls(trained, lr=hp.lr, weight_decay=hp.weight_decay, amsgrad=hp.amsgrad)
         for group in optimizer.param_groups:
             group.setdefault("initial_lr", hp.lr)
         if hp.scheduler == "plateau":
@@ -407,6 +461,35 @@ class PotentialModule(L.LightningModule):
             self.log(f"{stage}/loss", loss, prog_bar=stage == "val", sync_dist=True)
         for name, value in values.items():
             self.log(f"{stage}/{name}", value, prog_bar=stage == "val" and name in shown, sync_dist=True)
+
+
+def _source_config(
+    source: str, representation: str, representation_hparams: Mapping[str, Any] | None, cutoff: float
+) -> dict[str, Any]:
+    """The config of the ``init_from`` model, checked against what the training config asks for.
+
+    The architecture comes from the source. A config that names another family, other values of
+    the hyperparameters it gives, or another cutoff (the data's, through ``data.cutoff``) is an
+    error rather than silently overridden; the default family (``painn``) counts as not given.
+    """
+    config = load_model(source).config
+    family = config["representation"]
+    if representation not in (family, "painn"):
+        raise ValueError(f"init_from {source} is a {family!r} model, but the config asks for {representation!r}")
+    given = dict(representation_hparams or {})
+    if representation == "painn" and family != "painn":
+        given = {}
+    model_hparams = config["hparams"]
+    clash = {k: (v, model_hparams.get(k)) for k, v in given.items() if v not in ("auto", model_hparams.get(k))}
+    if clash:
+        detail = ", ".join(f"{k}: config {a!r}, model {b!r}" for k, (a, b) in clash.items())
+        raise ValueError(f"init_from {source}: its hyperparameters differ from the config's ({detail})")
+    if not math.isclose(float(cutoff), float(config["cutoff"])):
+        raise ValueError(
+            f"init_from {source} has cutoff {config['cutoff']} Å, the data's is {cutoff} Å: "
+            f"set --data.cutoff {config['cutoff']}"
+        )
+    return config
 
 
 def _unresolved_statistics(representation: str, hparams: Mapping[str, Any]) -> list[str]:
