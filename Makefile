@@ -11,7 +11,8 @@ $(BIN)/gnnpot: pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first and pinned: an unpinned torch pulls the CUDA build on machines that have no GPU.
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	# label: PySCF and tblite (xtb) for `gnnpot data label` and its tests (wheels, ~60 MB)
+	$(BIN)/python -m pip install --quiet -e ".[test,label]"
 	touch $@
 
 install: $(BIN)/gnnpot

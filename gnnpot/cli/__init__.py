@@ -6,7 +6,10 @@
     gnnpot data stats FILE [--json] [--cutoff R] [--key-map MAP] [--index I]
                            [--isolated-atoms FILE] [--e0 {auto,isolated,lstsq}]
     gnnpot data download rmd17 [--out DIR] [--molecules M ...] [--url URL] [--sha256 HEX]
+    gnnpot data label --in FILE --out FILE --calculator emt|pyscf|xtb|module:Class [--calc-args JSON]
+                      [--workers N] [--threads N] [--index I]
     gnnpot fit|validate|test --config FILE [--trainer.* ...] [--model.* ...] [--data.* ...] [--ensemble N]
+                             [--model.init_from MODEL]
     gnnpot eval --model MODEL (--data FILE | --split split.json) [--json] [--plot PNG]
     gnnpot export RUN_OR_CKPT OUT [--test-data FILE | --no-eval]
     gnnpot md --model MODEL [MODEL ...] --structure FILE --ensemble nve|nvt|npt --temperature K
@@ -44,6 +47,7 @@ commands:
   data generate   write the embedded EMT Cu-Au dataset (no network)
   data stats      frames, elements, E0, energy and force scales, neighbours of a dataset
   data download   fetch a reference dataset (rMD17) and write its official splits
+  data label      label structures with EMT, PySCF, xtb or your own ASE calculator (resumable)
   fit, validate, test
                   train and evaluate with a config: gnnpot fit --config configs/painn_demo.yaml
                   (LightningCLI: --trainer.*, --model.*, --data.*, --ckpt_path; see gnnpot fit -h)

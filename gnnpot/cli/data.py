@@ -1,4 +1,4 @@
-"""``gnnpot data {generate,stats,download}``: write, inspect and fetch datasets."""
+"""``gnnpot data {generate,stats,download,label}``: write, inspect, fetch and label datasets."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ DEFAULT_DATASET = "data/emt_cuau.xyz"
 
 
 def data_main(argv: Sequence[str]) -> int:
-    """``gnnpot data {generate,stats,download}``.
+    """``gnnpot data {generate,stats,download,label}``.
 
     Args:
         argv: the arguments after ``gnnpot data``.
@@ -78,7 +78,70 @@ def _data_parser() -> argparse.ArgumentParser:
     download.add_argument("--url", default=None, help="archive URL (https:// or file://) instead of figshare")
     download.add_argument("--sha256", default=None, help="expected sha256 of the archive")
     download.set_defaults(run=_download)
+
+    label = sub.add_parser(
+        "label",
+        help="label structures with a reference method (EMT, PySCF, xtb or your own ASE calculator)",
+        description="Compute energy, forces and (periodic cells) stress of every input structure in worker "
+        "processes, appending each frame to --out when it is done (with label_index and label_method in its "
+        "info). A re-run skips the frames already in --out; failed frames are reported and listed in "
+        "<out>.failed.json, never written.",
+    )
+    label.add_argument("--in", dest="source", required=True, help="structures (extxyz or any readable format)")
+    label.add_argument("--out", required=True, help="extxyz file to write (appended to by a re-run)")
+    label.add_argument(
+        "--calculator", required=True, help="emt, pyscf, xtb, or module:Class for your own ASE calculator"
+    )
+    label.add_argument(
+        "--calc-args",
+        type=_json_object,
+        default={},
+        help='calculator keyword arguments as JSON, e.g. \'{"method": "b3lyp", "basis": "def2-svp"}\'',
+    )
+    label.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    label.add_argument("--threads", type=int, default=None, help="OpenMP threads per worker (default cores/workers)")
+    label.add_argument("--index", default=":", help="input frames, e.g. ':' or '0:100' (default ':')")
+    label.set_defaults(run=_label)
     return parser
+
+
+def _json_object(text: str) -> dict:
+    """A JSON object from the command line (argparse reports the ValueError as one line)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not JSON: {err}") from err
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object {{...}}, got {text!r}")
+    return value
+
+
+def _label(args: argparse.Namespace) -> int:
+    """``gnnpot data label``: label, print what was done; exit 1 when a frame failed."""
+    from gnnpot.data.label import label_file
+
+    report = label_file(
+        args.source,
+        args.out,
+        args.calculator,
+        calc_args=args.calc_args,
+        workers=args.workers,
+        index=args.index,
+        threads=args.threads,
+    )
+    if report.torn:
+        print(f"{report.out}: cut off a torn last frame left by a killed run; it was labelled again")
+    print(
+        f"labelled {report.labelled} frames, {report.skipped} already in {report.out}, "
+        f"{len(report.failed)} failed, in {report.seconds:.1f} s"
+    )
+    if report.failed:
+        for index, reason in sorted(report.failed.items()):
+            print(f"  frame {index}: {reason}", file=sys.stderr)
+        failed = report.out.with_name(report.out.name + ".failed.json")
+        print(f"{len(report.failed)} frames failed (listed in {failed}); a re-run tries them again", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _download(args: argparse.Namespace) -> int:

@@ -22,9 +22,9 @@ import os
 import pickle
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -65,7 +65,17 @@ def save_model(model: ForceField, path: str | Path, metadata: Mapping[str, Any] 
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` that never leaves a partial file at ``path``, whenever the process dies.
+    """``torch.save`` that never leaves a partial file at ``path``, whenever the process dies (:func:`atomic_write`)."""
+    return atomic_write(path, lambda handle: torch.save(obj, handle))
+
+
+def atomic_save_text(text: str, path: str | Path) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically (:func:`atomic_write`)."""
+    return atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any]) -> Path:
+    """Call ``write(handle)`` on a temporary file, then put it in place of ``path`` in one rename.
 
     The bytes go to a temporary file in the same folder (so the final ``os.replace`` is a rename
     on one filesystem, never a copy across filesystems as a temporary file in ``TMPDIR`` would
@@ -79,7 +89,7 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(temporary, "wb") as handle:
-            torch.save(obj, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
