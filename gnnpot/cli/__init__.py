@@ -16,6 +16,7 @@
               --timestep FS --steps N [--out TRAJ] [--log FILE] [--max-force-std X] [--min-distance R]
     gnnpot relax --model MODEL --structure FILE [--fmax F] [--cell] [--out FILE]
     gnnpot pretrained [--json]
+    gnnpot learn --config al.yaml [--out DIR]
     gnnpot benchmark [--models ...] [--sizes ...] [--peers ...] [--markdown docs/benchmarks.md]
 
 MODEL is a model file, a Lightning checkpoint of a run, a run folder or a pretrained name.
@@ -37,6 +38,7 @@ from gnnpot.cli.benchmark import benchmark_main
 from gnnpot.cli.common import DEBUG_FLAG, set_debug
 from gnnpot.cli.data import data_main
 from gnnpot.cli.dynamics import md_main, relax_main
+from gnnpot.cli.learn import learn_main
 from gnnpot.cli.models import eval_main, export_main, pretrained_main
 
 TRAINING_COMMANDS = ("fit", "validate", "test")
@@ -56,6 +58,7 @@ commands:
   md              molecular dynamics (NVE, NVT, NPT) with a model or a committee
   relax           geometry (and cell) optimisation
   pretrained      the pretrained models shipped with gnnpot
+  learn           active learning: committee MD, label the uncertain structures, retrain
   benchmark       speed workloads (training step, MD latency, batches, periodic Cu) against peers
 
 MODEL arguments take a model file, a run's checkpoint, a run folder or a pretrained name.
@@ -74,7 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Returns:
         The exit status: 0, 1 for bad input, 2 for bad arguments or an unknown command, 3 for an MD
-        run stopped early or a relaxation that did not converge.
+        run stopped early, a relaxation that did not converge or an active-learning loop that ended
+        before MD was stable.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     set_debug(DEBUG_FLAG in argv)
@@ -113,4 +117,5 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "relax": relax_main,
     "pretrained": pretrained_main,
     "benchmark": benchmark_main,
+    "learn": learn_main,
 }

@@ -39,6 +39,10 @@ def _data_parser() -> argparse.ArgumentParser:
     generate.add_argument("--out", default=DEFAULT_DATASET, help=f"extxyz file to write (default {DEFAULT_DATASET})")
     generate.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     generate.add_argument("--num-frames", type=int, default=1000, help="number of frames (default 1000)")
+    generate.add_argument(
+        "--temperatures", type=float, nargs="+", default=None, help="MD temperatures, K (default 300 600 900 1200)"
+    )
+    generate.add_argument("--kinds", nargs="+", default=None, help="bulk vacancy strained slab (default all four)")
     generate.set_defaults(run=_generate)
 
     stats = sub.add_parser(
@@ -165,7 +169,8 @@ def _generate(args: argparse.Namespace) -> int:
     from gnnpot.data.generate import generate_emt_dataset
 
     start = time.perf_counter()
-    frames = generate_emt_dataset(num_frames=args.num_frames, seed=args.seed)
+    options = {"temperatures": args.temperatures, "kinds": args.kinds}
+    frames = generate_emt_dataset(args.num_frames, args.seed, **{k: v for k, v in options.items() if v})
     write_frames(args.out, frames)
     seconds = time.perf_counter() - start
     size = Path(args.out).stat().st_size

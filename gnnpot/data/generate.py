@@ -15,6 +15,8 @@ This also exercises partly labelled batches. The same seed gives the same frames
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from ase import Atoms, units
 from ase.build import bulk, fcc111
@@ -35,14 +37,23 @@ _EQUILIBRATION_STEPS = 20
 _STEPS_BETWEEN_FRAMES = 5
 
 
-def generate_emt_dataset(num_frames: int = 1000, seed: int = 0, frames_per_trajectory: int = 25) -> list[Atoms]:
+def generate_emt_dataset(
+    num_frames: int = 1000,
+    seed: int = 0,
+    frames_per_trajectory: int = 25,
+    temperatures: Sequence[float] = TEMPERATURES_K,
+    kinds: Sequence[str] = KINDS,
+) -> list[Atoms]:
     """Cu-Au frames with EMT energy, forces and (periodic cells) stress, in eV and Å.
 
     Args:
         num_frames: how many frames in all.
         seed: seeds every random choice; equal seeds give equal frames.
-        frames_per_trajectory: frames sampled per MD run. At least four runs are made (one per
-            kind of structure) when ``num_frames`` allows it.
+        frames_per_trajectory: frames sampled per MD run. At least one run per kind of structure
+            is made when ``num_frames`` allows it.
+        temperatures: MD temperatures (K), taken in turn after every kind has had one run at the
+            previous one (e.g. ``[300]`` for start data, ``[1200]`` for a hotter held-out set).
+        kinds: structure kinds, a subset of :data:`KINDS`.
 
     Returns:
         The frames, labels on a ``SinglePointCalculator``; ``info`` holds ``config_type``,
@@ -52,12 +63,16 @@ def generate_emt_dataset(num_frames: int = 1000, seed: int = 0, frames_per_traje
         raise ValueError(f"num_frames must be >= 1, got {num_frames!r}")
     if frames_per_trajectory < 1:
         raise ValueError(f"frames_per_trajectory must be >= 1, got {frames_per_trajectory!r}")
-    num_trajectories = max(min(len(KINDS), num_frames), -(-num_frames // frames_per_trajectory))
+    if not temperatures or any(not t > 0 for t in temperatures):
+        raise ValueError(f"temperatures must be positive kelvins, got {list(temperatures)!r}")
+    if not kinds or set(kinds) - set(KINDS):
+        raise ValueError(f"kinds must be among {KINDS}, got {list(kinds)!r}")
+    num_trajectories = max(min(len(kinds), num_frames), -(-num_frames // frames_per_trajectory))
     frames: list[Atoms] = []
     for trajectory in range(num_trajectories):
         count = num_frames // num_trajectories + (trajectory < num_frames % num_trajectories)
-        kind = KINDS[trajectory % len(KINDS)]
-        temperature = TEMPERATURES_K[(trajectory // len(KINDS)) % len(TEMPERATURES_K)]
+        kind = kinds[trajectory % len(kinds)]
+        temperature = float(temperatures[(trajectory // len(kinds)) % len(temperatures)])
         rng = np.random.default_rng((seed, trajectory))
         atoms = _initial_structure(kind, rng)
         for frame in _langevin_frames(atoms, temperature, count, rng):

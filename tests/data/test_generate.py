@@ -45,3 +45,13 @@ def test_frames_and_labels(tmp_path, small):
 def test_bad_arguments():
     with pytest.raises(ValueError, match="num_frames"):
         generate_emt_dataset(num_frames=0)
+
+
+def test_temperatures_and_kinds_choose_the_trajectories():
+    frames = generate_emt_dataset(6, seed=2, temperatures=[1200.0], kinds=["bulk", "slab"], frames_per_trajectory=3)
+    assert {f.info["temperature_K"] for f in frames} == {1200.0}
+    assert {f.info["config_type"] for f in frames} == {"bulk", "slab"}
+    with pytest.raises(ValueError, match="kinds must be among"):
+        generate_emt_dataset(2, kinds=["liquid"])
+    with pytest.raises(ValueError, match="temperatures must be positive"):
+        generate_emt_dataset(2, temperatures=[0.0])

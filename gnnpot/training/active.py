@@ -1,0 +1,262 @@
+"""Active learning: a committee finds the structures it is unsure about, a reference method labels them.
+
+``gnnpot learn --config al.yaml`` runs :func:`run_active_learning`. Each iteration:
+
+1. trains a committee of ``committee`` members with ``gnnpot fit`` on the data so far (member ``m``
+   with seed ``seed + m``; from the second iteration on, each member starts from its predecessor,
+   ``--model.init_from``, when ``finetune``);
+2. measures the members' held-out errors on ``test_file``;
+3. runs ``trajectories`` MD runs (``ensemble`` at ``temperature``) with the committee calculator, each
+   for up to ``md_time_ps``; a run stops at the first step where the committee's largest per-atom
+   force spread passes ``threshold`` (eV/Å) or two atoms come closer than ``min_distance``, and that
+   structure is selected;
+4. stops when every run held for the whole ``md_time_ps`` ("stable") or when the label budget is
+   spent; otherwise labels the selected structures with the reference ``calculator``
+   (:func:`gnnpot.data.label.label_file`), adds them to the data and goes on.
+
+Every iteration writes one JSON line to ``<out>/log.jsonl`` (labels so far, training frames,
+held-out errors, the stable MD time of each run and why it stopped); a re-run with the same
+``out`` continues after the last logged iteration. The training data grows in ``<out>/data.xyz``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gnnpot.data.io import read_frames, write_frames
+
+LOG_NAME = "log.jsonl"
+DATA_NAME = "data.xyz"
+
+
+@dataclass
+class ActiveLearningConfig:
+    """The settings of :func:`run_active_learning` (the keys of ``al.yaml``).
+
+    Attributes:
+        fit_config: the ``gnnpot fit`` config of every committee member (model, loss, trainer).
+        initial_data: labelled start frames (any readable format).
+        structures: MD start structures, used in turn; default the frames of ``initial_data``.
+        test_file: labelled held-out frames for the error of each iteration (optional).
+        calculator: the reference: ``emt``, ``pyscf``, ``xtb`` or ``module:Class``.
+        calc_args: keyword arguments of the reference calculator.
+        workers: labelling worker processes.
+        fit_args: extra ``gnnpot fit`` arguments, e.g. ``["--trainer.max_epochs", "50"]``.
+        committee: members per committee (at least 2).
+        finetune: start each member from its predecessor of the last iteration.
+        ensemble: MD ensemble, ``nve``, ``nvt`` or ``npt``.
+        temperature: MD temperature, K.
+        timestep: MD time step, fs.
+        md_time_ps: how long each MD run must hold, ps.
+        trajectories: MD runs per iteration.
+        threshold: committee force spread (eV/Å) that marks a structure as uncertain.
+        min_distance: closest approach (Å) that ends a run as broken.
+        label_budget: reference calculations allowed in all.
+        max_iterations: iterations at most.
+        seed: seeds the members, the velocities and the thermostat.
+        out: the folder of the loop (data, iterations, log).
+    """
+
+    fit_config: str
+    initial_data: str
+    structures: str | None = None
+    test_file: str | None = None
+    calculator: str = "emt"
+    calc_args: dict[str, Any] = field(default_factory=dict)
+    workers: int = 1
+    fit_args: list[str] = field(default_factory=list)
+    committee: int = 4
+    finetune: bool = True
+    ensemble: str = "nvt"
+    temperature: float = 300.0
+    timestep: float = 1.0
+    md_time_ps: float = 1.0
+    trajectories: int = 4
+    threshold: float = 0.1
+    min_distance: float = 0.5
+    label_budget: int = 200
+    max_iterations: int = 10
+    seed: int = 0
+    out: str = "runs/active"
+
+    def __post_init__(self) -> None:
+        if self.committee < 2:
+            raise ValueError(f"committee must be >= 2 (the force spread needs two members), got {self.committee}")
+        for name in ("timestep", "md_time_ps", "threshold", "temperature"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("trajectories", "label_budget", "max_iterations", "workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides: Any) -> ActiveLearningConfig:
+        """Read ``al.yaml``; unknown keys are an error naming the file."""
+        import yaml
+
+        path = Path(path)
+        values = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: expected a mapping of settings, got {type(values).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        if unknown := sorted(set(values) - known):
+            raise ValueError(f"{path}: unknown settings {unknown}; known: {sorted(known)}")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls(**values)
+        except TypeError as err:  # a required setting is missing
+            raise ValueError(f"{path}: {err}") from err
+
+
+def run_active_learning(config: ActiveLearningConfig, echo: Any = print) -> list[dict[str, Any]]:
+    """Run the loop (see the module docstring); returns the log, one dict per iteration.
+
+    Args:
+        config: the settings.
+        echo: where each iteration's one-line summary goes (``print`` by default).
+    """
+    from gnnpot.data.label import label_file
+
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = out / DATA_NAME
+    log_file = out / LOG_NAME
+    log = [json.loads(line) for line in log_file.read_text().splitlines()] if log_file.exists() else []
+    capped = log and log[-1]["stop"] and log[-1]["stop"].endswith("iterations done")
+    if log and log[-1]["stop"] and (not capped or len(log) >= config.max_iterations):
+        echo(f"{out}: finished before ({log[-1]['stop']}); nothing to do")
+        return log
+    if not data.exists():
+        write_frames(data, list(read_frames(config.initial_data)))
+    starts = list(read_frames(config.structures, require=())) if config.structures else list(read_frames(data))
+    labels = log[-1]["labels"] if log else 0
+    for iteration in range(len(log), config.max_iterations):
+        start = time.perf_counter()
+        folder = out / f"iter_{iteration}"
+        members = _train_committee(config, data, folder, out / f"iter_{iteration - 1}" if iteration else None)
+        row: dict[str, Any] = {"iteration": iteration, "labels": labels, "train_frames": len(read_frames(data))}
+        row.update(_held_out(config, members))
+        runs = _explore(config, members, starts, iteration, folder)
+        row["md_stable_ps"] = [run["stable_ps"] for run in runs]
+        row["md_stopped"] = [run["stopped"] for run in runs]
+        selected = [run["atoms"] for run in runs if run["atoms"] is not None]
+        stop = None
+        if not selected:
+            stop = f"stable: every MD run held for {config.md_time_ps} ps"
+        elif labels >= config.label_budget:
+            stop = f"label budget of {config.label_budget} spent"
+        elif iteration == config.max_iterations - 1:
+            stop = f"{config.max_iterations} iterations done"
+        if stop is None:
+            selected = selected[: config.label_budget - labels]
+            candidates = folder / "selected.xyz"
+            write_frames(candidates, selected)
+            report = label_file(
+                candidates, folder / "labelled.xyz", config.calculator, config.calc_args, workers=config.workers
+            )
+            row["labelled"] = report.labelled
+            row["label_failures"] = {str(k): v for k, v in report.failed.items()}
+            labels += report.labelled + len(report.failed)  # a failed calculation spent its budget too
+            if report.labelled:
+                write_frames(data, list(read_frames(data)) + list(read_frames(folder / "labelled.xyz")))
+        row["stop"] = stop
+        row["seconds"] = round(time.perf_counter() - start, 1)
+        log.append(row)
+        with log_file.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+        echo(_summary(row))
+        if stop:
+            break
+    return log
+
+
+def _train_committee(config: ActiveLearningConfig, data: Path, folder: Path, previous: Path | None) -> list[Path]:
+    """Fit the members (or reuse those a killed run finished); returns their run folders."""
+    from gnnpot.cli import main
+
+    members = []
+    for member in range(config.committee):
+        run = folder / "committee" / f"member_{member}"
+        if not (run / "checkpoints" / "best.ckpt").exists():
+            argv = ["fit", "--config", config.fit_config, *config.fit_args]
+            argv += ["--data.train_file", str(data), "--seed_everything", str(config.seed + member)]
+            argv += ["--run.dir", str(folder), "--run.name", "committee", "--run.version", f"member_{member}"]
+            argv += ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+            if config.finetune and previous is not None:
+                argv += ["--model.init_from", str(previous / "committee" / f"member_{member}")]
+            if main(argv) != 0:
+                raise RuntimeError(f"training committee member {member} in {run} failed (see the error above)")
+        members.append(run)
+    return members
+
+
+def _held_out(config: ActiveLearningConfig, members: list[Path]) -> dict[str, Any]:
+    """The members' mean held-out force and energy MAE (meV/Å, meV/atom) on ``test_file``."""
+    if not config.test_file:
+        return {}
+    from gnnpot.models import load_model
+    from gnnpot.training.evaluate import evaluate_file
+
+    metrics = [evaluate_file(load_model(member), config.test_file)[0]["metrics"] for member in members]
+    result = {}
+    for name in ("forces_mae", "energy_per_atom_mae"):
+        values = [m[name] for m in metrics if name in m and math.isfinite(m[name])]
+        if values:
+            result[f"test_{name}"] = float(np.mean(values))
+    return result
+
+
+def _explore(
+    config: ActiveLearningConfig, members: list[Path], starts: list, iteration: int, folder: Path
+) -> list[dict[str, Any]]:
+    """The MD runs of one iteration: how long each held, why it stopped, the structure it stopped at."""
+    from gnnpot.calculators import GNNPotCalculator
+    from gnnpot.calculators.dynamics import run_md
+
+    calc = GNNPotCalculator([str(member) for member in members])
+    steps = int(round(config.md_time_ps * 1000 / config.timestep))
+    runs = []
+    for trajectory in range(config.trajectories):
+        index = (iteration * config.trajectories + trajectory) % len(starts)
+        atoms = starts[index].copy()
+        atoms.calc = None
+        result = run_md(
+            atoms,
+            calc,
+            ensemble=config.ensemble,
+            temperature=config.temperature,
+            timestep=config.timestep,
+            steps=steps,
+            max_force_std=config.threshold,
+            min_distance=config.min_distance,
+            seed=config.seed + 1000 * iteration + trajectory,
+            interval=max(1, steps // 100),
+            logfile=folder / f"md_{trajectory}.log",
+        )
+        stopped = None
+        if result.stopped:
+            stopped = result.stopped
+            picked = atoms.copy()
+            picked.calc = None
+            picked.info = {"active_iteration": iteration, "md_start": index}
+        runs.append({"stable_ps": round(result.time_ps, 4), "stopped": stopped, "atoms": picked if stopped else None})
+    return runs
+
+
+def _summary(row: dict[str, Any]) -> str:
+    """One line per iteration for the terminal."""
+    error = f"test F MAE {row['test_forces_mae']:.1f} meV/Å, " if "test_forces_mae" in row else ""
+    held = ", ".join(f"{t:g}" for t in row["md_stable_ps"])
+    end = f"; stop: {row['stop']}" if row["stop"] else f"; +{row.get('labelled', 0)} labels"
+    return (
+        f"iteration {row['iteration']}: {row['train_frames']} training frames ({row['labels']} labels so far), "
+        f"{error}MD held {held} ps{end} ({row['seconds']:.0f} s)"
+    )

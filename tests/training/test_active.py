@@ -1,0 +1,99 @@
+"""Active learning on EMT Cu-Au: the loop labels what the committee doubts, grows the data, resumes and stops."""
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+from ase.calculators.emt import EMT
+
+from gnnpot.cli import main
+from gnnpot.data import read_frames, write_frames
+from gnnpot.data.generate import generate_emt_dataset
+from gnnpot.data.label import INDEX_KEY
+from gnnpot.testing import tiny_hparams
+from gnnpot.training.active import ActiveLearningConfig, run_active_learning
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("active")
+    start = generate_emt_dataset(10, seed=0, temperatures=[300], kinds=["bulk", "vacancy"], frames_per_trajectory=5)
+    test = generate_emt_dataset(6, seed=1, temperatures=[900], kinds=["bulk"])
+    write_frames(root / "start.xyz", start)
+    write_frames(root / "test.xyz", test)
+    fit = {
+        "seed_everything": 0,
+        "trainer": {"max_epochs": 2, "accelerator": "cpu", "devices": 1},
+        "model": {"representation": "painn", "representation_hparams": tiny_hparams("painn"), "lr": 0.005},
+        "data": {"train_file": "unused.xyz", "val_fraction": 0.2, "cutoff": 4.0, "batch_size": 4},
+    }
+    (root / "fit.yaml").write_text(yaml.safe_dump(fit))
+    return root
+
+
+def settings(files, out, **changes):
+    values = dict(
+        fit_config=str(files / "fit.yaml"),
+        initial_data=str(files / "start.xyz"),
+        test_file=str(files / "test.xyz"),
+        committee=2,
+        temperature=900.0,
+        timestep=2.0,
+        md_time_ps=0.02,
+        trajectories=2,
+        threshold=1e-6,  # every run stops at its first step: each one selects a structure
+        label_budget=50,
+        max_iterations=2,
+        out=str(out),
+    )
+    values.update(changes)
+    return ActiveLearningConfig(**values)
+
+
+def test_the_loop_labels_the_doubted_structures_and_fine_tunes(files, tmp_path):
+    config = settings(files, tmp_path / "al")
+    log = run_active_learning(config, echo=lambda line: None)
+    assert [row["iteration"] for row in log] == [0, 1]
+    first, second = log
+    assert first["labelled"] == 2 and second["labels"] == 2 and second["train_frames"] == first["train_frames"] + 2
+    assert all(t == 0.0 for t in first["md_stable_ps"]) and all("force uncertainty" in s for s in first["md_stopped"])
+    assert np.isfinite(first["test_forces_mae"]) and second["stop"] == "2 iterations done"
+    # The new frames carry EMT's labels at their own positions, and where they came from.
+    data = read_frames(tmp_path / "al" / "data.xyz")
+    for atoms in list(data)[-2:]:
+        assert atoms.info["label_method"] == "emt" and INDEX_KEY in atoms.info and "active_iteration" in atoms.info
+        reference = atoms.copy()
+        reference.calc = EMT()
+        np.testing.assert_allclose(atoms.get_forces(), reference.get_forces(), atol=1e-7)
+    # Iteration 1's members started from iteration 0's.
+    hparams = yaml.safe_load((tmp_path / "al" / "iter_1" / "committee" / "member_1" / "hparams.yaml").read_text())
+    assert hparams["init_from"].endswith("iter_0/committee/member_1")
+    # A re-run with more iterations continues after the last logged one.
+    log = run_active_learning(settings(files, tmp_path / "al", max_iterations=3), echo=lambda line: None)
+    assert [row["iteration"] for row in log] == [0, 1, 2]
+
+
+def test_a_stable_committee_stops_the_loop(files, tmp_path):
+    config_file = tmp_path / "al.yaml"
+    values = {k: v for k, v in vars(settings(files, tmp_path / "al", threshold=100.0)).items()}
+    config_file.write_text(yaml.safe_dump(values))
+    assert main(["learn", "--config", str(config_file)]) == 0
+    (row,) = [json.loads(line) for line in (tmp_path / "al" / "log.jsonl").read_text().splitlines()]
+    assert row["stop"].startswith("stable") and row["md_stable_ps"] == [0.02, 0.02] and row["labels"] == 0
+
+
+def test_bad_settings_name_the_file(tmp_path, capsys):
+    config_file = tmp_path / "al.yaml"
+    config_file.write_text("fit_config: a.yaml\ninitial_data: b.xyz\ncommitee: 3\n")
+    assert main(["learn", "--config", str(config_file)]) == 1
+    assert f"{config_file}: unknown settings ['commitee']" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="committee must be >= 2"):
+        ActiveLearningConfig(fit_config="a", initial_data="b", committee=1)
+
+
+def test_the_shipped_config_reads():
+    from pathlib import Path
+
+    config = ActiveLearningConfig.from_file(Path(__file__).parents[2] / "configs" / "learn" / "emt_cuau.yaml")
+    assert config.calculator == "emt" and config.committee == 3 and "--trainer.max_epochs" in config.fit_args
