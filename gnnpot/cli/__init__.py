@@ -6,6 +6,7 @@
     gnnpot data stats FILE [--json] [--cutoff R] [--key-map MAP] [--index I]
                            [--isolated-atoms FILE] [--e0 {auto,isolated,lstsq}]
     gnnpot data download rmd17 [--out DIR] [--molecules M ...] [--url URL] [--sha256 HEX]
+    gnnpot data convert FILE OUT.lmdb [--key-map MAP] [--require LABEL ...]
     gnnpot data label --in FILE --out FILE --calculator emt|pyscf|xtb|module:Class [--calc-args JSON]
                       [--workers N] [--threads N] [--index I]
     gnnpot fit|validate|test --config FILE [--trainer.* ...] [--model.* ...] [--data.* ...] [--ensemble N]
@@ -49,6 +50,7 @@ commands:
   data generate   write the embedded EMT Cu-Au dataset (no network)
   data stats      frames, elements, E0, energy and force scales, neighbours of a dataset
   data download   fetch a reference dataset (rMD17) and write its official splits
+  data convert    stream a dataset into an on-disk store (.lmdb) that training reads lazily
   data label      label structures with EMT, PySCF, xtb or your own ASE calculator (resumable)
   fit, validate, test
                   train and evaluate with a config: gnnpot fit --config configs/painn_demo.yaml

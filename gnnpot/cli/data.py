@@ -1,4 +1,4 @@
-"""``gnnpot data {generate,stats,download,label}``: write, inspect, fetch and label datasets."""
+"""``gnnpot data {generate,stats,download,convert,label}``: write, inspect, fetch, convert and label datasets."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ DEFAULT_DATASET = "data/emt_cuau.xyz"
 
 
 def data_main(argv: Sequence[str]) -> int:
-    """``gnnpot data {generate,stats,download,label}``.
+    """``gnnpot data {generate,stats,download,convert,label}``.
 
     Args:
         argv: the arguments after ``gnnpot data``.
@@ -83,6 +83,20 @@ def _data_parser() -> argparse.ArgumentParser:
     download.add_argument("--sha256", default=None, help="expected sha256 of the archive")
     download.set_defaults(run=_download)
 
+    convert = sub.add_parser(
+        "convert",
+        help="stream a dataset into an on-disk frame store (.lmdb) for training on data larger than memory",
+        description="Read the input one frame at a time (extxyz and other ase.io formats; .npz and .db are read "
+        "whole), check it as every reader does, and write an LMDB frame store that training reads lazily.",
+    )
+    convert.add_argument("source", help="input dataset")
+    convert.add_argument("out", help="the .lmdb file to write")
+    convert.add_argument("--key-map", type=parse_key_map, default=None, help="label names in the input file")
+    convert.add_argument(
+        "--require", nargs="*", default=["energy", "forces"], help="labels each frame must have (default energy forces)"
+    )
+    convert.set_defaults(run=_convert)
+
     label = sub.add_parser(
         "label",
         help="label structures with a reference method (EMT, PySCF, xtb or your own ASE calculator)",
@@ -118,6 +132,21 @@ def _json_object(text: str) -> dict:
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"expected a JSON object {{...}}, got {text!r}")
     return value
+
+
+def _convert(args: argparse.Namespace) -> int:
+    """``gnnpot data convert``: stream the input into an LMDB frame store."""
+    from gnnpot.data.io import stream_frames
+    from gnnpot.data.store import write_store
+
+    if Path(args.out).suffix != ".lmdb":
+        raise ValueError(f"{args.out}: the output must be a .lmdb file")
+    start = time.perf_counter()
+    frames = stream_frames(args.source, key_map=args.key_map, require=tuple(args.require))
+    count = write_store(frames, args.out, source=args.source)
+    size = Path(args.out).stat().st_size
+    print(f"wrote {count} frames ({size / 2**20:.1f} MiB) to {args.out} in {time.perf_counter() - start:.1f} s")
+    return 0
 
 
 def _label(args: argparse.Namespace) -> int:

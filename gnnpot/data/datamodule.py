@@ -7,7 +7,11 @@ Where each split comes from:
 
 Each split reads its own file when one is given, else ``train_file``. The split is written
 as ``split.json`` to ``run_dir`` (or the trainer's log directory), and that file can be passed
-back as ``split_file`` to repeat it. Graphs are built once and kept in memory.
+back as ``split_file`` to repeat it. Graphs are built once and kept in memory, except for an
+on-disk frame store (``.lmdb``, written by ``gnnpot data convert``): its frames are read and their
+graphs built when a batch asks for them, in the DataLoader workers (``num_workers``), so memory
+stays flat however large the dataset. Under DDP, Lightning's distributed sampler gives each
+process its own shard of the indices, so each reads only its own frames.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from torch_geometric.loader import DataLoader
 from gnnpot import keys
 from gnnpot.data.atomic_data import AtomicData
 from gnnpot.data.checks import DataError, check_cutoff
-from gnnpot.data.io import DEFAULT_REQUIRE, Frames, build_graphs, read_frames
+from gnnpot.data.io import DEFAULT_REQUIRE, Frames, build_graphs, frame_labels, read_frames
+from gnnpot.data.store import FrameStore
 
 SPLITS = ("train", "val", "test")
 SPLIT_FORMAT = "gnnpot-split/1"
@@ -97,7 +102,7 @@ class AtomsDataModule(L.LightningDataModule):
         self.run_dir = run_dir
         self.split: dict[str, list[int]] | None = None
         self.graphs: dict[str, list[AtomicData]] = {}
-        self._frames: dict[str, Frames] = {}
+        self._frames: dict[str, Frames | FrameStore] = {}
 
     # --- Lightning hooks -------------------------------------------------------------------
 
@@ -106,8 +111,11 @@ class AtomsDataModule(L.LightningDataModule):
         if self.split is None:
             self.split = self._decide_split()
             for name in SPLITS:
-                frames = self._read(self.files[name]).select(self.split[name])
-                self.graphs[name] = build_graphs(frames, self.cutoff)
+                source = self._read(self.files[name])
+                if isinstance(source, FrameStore):
+                    self.graphs[name] = LazyGraphs(source, self.split[name], self.cutoff)
+                else:
+                    self.graphs[name] = build_graphs(source.select(self.split[name]), self.cutoff)
         out = self.run_dir
         if out is None and self.trainer is not None:
             out = self.trainer.log_dir
@@ -196,10 +204,13 @@ class AtomsDataModule(L.LightningDataModule):
             **kwargs,
         )
 
-    def _read(self, path: str) -> Frames:
+    def _read(self, path: str) -> Frames | FrameStore:
         key = str(Path(path).resolve())
         if key not in self._frames:
-            self._frames[key] = read_frames(path, key_map=self.key_map, require=self.require)
+            if Path(path).suffix == ".lmdb":
+                self._frames[key] = FrameStore(path)  # checked and labelled when converted
+            else:
+                self._frames[key] = read_frames(path, key_map=self.key_map, require=self.require)
         return self._frames[key]
 
     def _decide_split(self) -> dict[str, list[int]]:
@@ -285,6 +296,43 @@ def _read_split_file(path: Path) -> dict[str, tuple[list[int], str | None]]:
         return listed
     except (ValueError, KeyError, TypeError) as err:
         raise DataError(f"{path}: not a split file ({err})") from err
+
+
+class LazyGraphs(torch.utils.data.Dataset):
+    """Graphs of frames in an on-disk store, built when indexed (in the DataLoader's workers).
+
+    Args:
+        store: the frames.
+        indices: which frames of ``store``, in order.
+        cutoff: neighbour radius, Å.
+    """
+
+    def __init__(self, store: FrameStore, indices: Sequence[int], cutoff: float) -> None:
+        self.store = store
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.cutoff = check_cutoff(cutoff)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, position: int) -> AtomicData:
+        frame_id = int(self.indices[position])
+        atoms = self.store[frame_id]
+        return AtomicData.from_atoms(
+            atoms,
+            self.cutoff,
+            labels=frame_labels(atoms),
+            source=self.store.source,
+            frame_id=frame_id,
+            dtype=torch.float64,
+        )  # float64 as build_graphs: the model casts to its own dtype
+
+    def __iter__(self) -> Iterator[AtomicData]:
+        for position in range(len(self)):
+            yield self[position]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.store.path}, frames={len(self)}, cutoff={self.cutoff})"
 
 
 class EpochShuffle(torch.utils.data.Sampler[int]):

@@ -161,6 +161,12 @@ def read_frames(
         atoms_list = _read_npz(path)
     elif path.suffix == ".db" and format is None:
         atoms_list = _read_db(path)
+    elif path.suffix == ".lmdb" and format is None:
+        from gnnpot.data.store import FrameStore  # the on-disk format holds checked frames already
+
+        store = FrameStore(path)
+        ids = _select(index, len(store), source)
+        return Frames([store[i] for i in ids], source, ids)
     else:
         atoms_list = _read_ase(path, format)
     if not atoms_list:
@@ -169,16 +175,60 @@ def read_frames(
     missing_note = f" ({DB_NAN_NOTE})" if path.suffix == ".db" else ""
     frames = []
     for frame_id in ids:
-        atoms = atoms_list[frame_id]
-        where = f"{source}, frame {frame_id}"
-        labels = check_atoms(atoms, _extract_labels(atoms, key_map, require, where, missing_note), where)
-        for name in keys.LABEL_KEYS:  # labels live on the calculator only, so writing is unambiguous
-            atoms.info.pop(name, None)
-            if name in atoms.arrays:
-                del atoms.arrays[name]
-        atoms.calc = SinglePointCalculator(atoms, **labels)
-        frames.append(atoms)
+        frames.append(_labelled(atoms_list[frame_id], key_map, require, f"{source}, frame {frame_id}", missing_note))
     return Frames(frames, source, ids)
+
+
+def stream_frames(
+    path: str | Path,
+    key_map: Mapping[str, str] | None = None,
+    require: Sequence[str] = DEFAULT_REQUIRE,
+    format: str | None = None,
+) -> Iterator[Atoms]:
+    """The frames of an ``ase.io`` file one at a time, checked and labelled as :func:`read_frames` does.
+
+    Memory stays flat however long the file is (ASE's extxyz reader keeps only frame offsets).
+    ``.npz`` and ``.db`` files are read whole by :func:`read_frames` and then yielded.
+
+    Raises:
+        DataError: as :func:`read_frames`, naming the file and frame.
+    """
+    path = Path(path)
+    if path.suffix in (".npz", ".db", ".lmdb") and format is None:
+        yield from read_frames(path, key_map=key_map, require=require)
+        return
+    import ase.io
+
+    key_map = _check_key_map(key_map)
+    check_readable(path)
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: empty file, no frames")
+    frame_id = 0
+    try:
+        for frame_id, atoms in enumerate(ase.io.iread(path, index=":", format=format)):
+            yield _labelled(atoms, key_map, require, f"{path}, frame {frame_id}")
+    except DataError:
+        raise
+    except Exception as err:  # ase raises many types for a malformed file
+        located = _locate_xyz_error(path) if (format or path.suffix.lstrip(".")) in _XYZ_FORMATS else None
+        if located is not None:
+            frame, line, problem = located
+            raise DataError(f"{path}, frame {frame} (line {line}): cannot parse file, {problem}") from err
+        reason = " ".join(str(err).split())
+        raise DataError(f"{path}, frame {frame_id}: cannot parse file ({type(err).__name__}: {reason})") from err
+
+
+def _labelled(
+    atoms: Atoms, key_map: Mapping[str, str], require: Sequence[str], where: str, missing_note: str = ""
+) -> Atoms:
+    """``atoms`` checked, its labels moved onto a ``SinglePointCalculator`` under the standard names."""
+    labels = check_atoms(atoms, _extract_labels(atoms, key_map, require, where, missing_note), where)
+    for name in keys.LABEL_KEYS:  # labels live on the calculator only, so writing is unambiguous
+        atoms.info.pop(name, None)
+        if name in atoms.arrays:
+            del atoms.arrays[name]
+    atoms.calc = SinglePointCalculator(atoms, **labels)
+    return atoms
 
 
 def write_frames(path: str | Path, frames: Sequence[Atoms]) -> None:

@@ -86,38 +86,127 @@ def _elements(frames: Sequence[_Frame]) -> list[int]:
     return sorted({int(z) for frame in frames for z in frame.numbers})
 
 
-def _composition(frames: Sequence[_Frame], elements: Sequence[int]) -> np.ndarray:
-    """[num_frames, num_elements] count of each element in each frame."""
-    column = {z: k for k, z in enumerate(elements)}
-    counts = np.zeros((len(frames), len(elements)))
-    for row, frame in enumerate(frames):
-        for z, count in Counter(frame.numbers.tolist()).items():
-            if z not in column:
-                raise ValueError(f"element {chemical_symbols[z]} (Z={z}) is not among elements {list(elements)}")
-            counts[row, column[z]] = count
-    return counts
+class DataSummary:
+    """What the statistics need of a dataset, gathered in one streaming pass (:func:`summarise`).
+
+    Per frame it keeps only the composition (one small integer row), the energy and whether the
+    frame is an isolated atom; forces and neighbour counts are summed as they pass. A dataset read
+    lazily from disk is therefore summarised in memory that grows by ~30 bytes per frame.
+    """
+
+    def __init__(self) -> None:
+        self.elements: list[int] = []  # column order of the composition rows
+        self._rows: list[np.ndarray] = []  # [k] int32 counts per frame (k grows with new elements)
+        self._energies: list[float] = []
+        self._isolated: list[bool] = []
+        self.isolated_energies: dict[int, float] = {}
+        self.force_square_sum = 0.0
+        self.force_count = 0
+        self.num_edges = 0
+        self.num_neighbor_atoms = 0  # atoms of the non-isolated frames whose edges were counted
+        self.num_frames = 0
+        self.sha256: str | None = None
+
+    def add(self, numbers: np.ndarray, energy: float | None, forces: np.ndarray | None, isolated: bool) -> None:
+        """Fold one frame in (``num_edges`` and the hash are added by :func:`summarise`)."""
+        self.num_frames += 1
+        present, counts = np.unique(np.asarray(numbers, dtype=np.int64), return_counts=True)
+        for z in present.tolist():
+            if z not in self.elements:
+                self.elements.append(int(z))
+        if energy is not None:
+            row = np.zeros(len(self.elements), dtype=np.int32)
+            row[[self.elements.index(int(z)) for z in present]] = counts
+            self._rows.append(row)
+            self._energies.append(float(energy))
+            self._isolated.append(isolated)
+            if isolated:
+                z = int(present[0])
+                if z in self.isolated_energies and abs(self.isolated_energies[z] - energy) > 1e-3:
+                    raise ValueError(
+                        f"two isolated {chemical_symbols[z]} atoms with different energies: "
+                        f"{self.isolated_energies[z]} and {energy} eV"
+                    )
+                self.isolated_energies[z] = float(energy)
+        if forces is not None and not isolated:
+            self.force_square_sum += float(np.square(forces, dtype=np.float64).sum())
+            self.force_count += int(np.size(forces))
+
+    def energy_table(self, elements: Sequence[int], isolated: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(counts [F, len(elements)], energies [F])`` of the frames with an energy.
+
+        Args:
+            elements: the columns wanted, atomic numbers.
+            isolated: only isolated-atom frames (True), only the others (False), or all (None).
+
+        Raises:
+            ValueError: a frame holds an element not among ``elements``.
+        """
+        keep = [k for k, flag in enumerate(self._isolated) if isolated is None or flag == isolated]
+        counts = np.zeros((len(keep), len(elements)))
+        if keep:
+            width = len(self.elements)
+            full = np.stack([np.pad(self._rows[k], (0, width - len(self._rows[k]))) for k in keep])
+            for column, z in enumerate(self.elements):
+                if z in elements:
+                    counts[:, list(elements).index(z)] = full[:, column]
+                elif full[:, column].any():
+                    raise ValueError(f"element {chemical_symbols[z]} (Z={z}) is not among elements {list(elements)}")
+        return counts, np.array([self._energies[k] for k in keep], dtype=np.float64)
 
 
-def isolated_atom_energies(data: Iterable[Atoms | AtomicData]) -> dict[int, float]:
+def summarise(data: Iterable[Atoms | AtomicData] | DataSummary, cutoff: float | None = None) -> DataSummary:
+    """One pass over ``data`` (a list, or a lazy dataset read from disk) for every statistic below.
+
+    Args:
+        data: labelled frames or graphs; a :class:`DataSummary` is returned as it is.
+        cutoff: neighbour radius (Å) for the neighbour count of ``Atoms``; graphs bring their edges.
+    """
+    if isinstance(data, DataSummary):
+        return data
+    import hashlib
+
+    summary = DataSummary()
+    digest = hashlib.sha256()
+    hashed = True
+    for item in data:
+        if isinstance(item, AtomicData):
+            numbers = item[keys.ATOMIC_NUMBERS].cpu().numpy()
+            isolated = len(numbers) == 1 and not bool(item[keys.PBC].any())
+            energy = float(item[keys.ENERGY][0]) if item.has_label(keys.ENERGY) else None
+            forces = item[keys.FORCES].double().cpu().numpy() if item.has_label(keys.FORCES) else None
+            edges = int(item[keys.EDGE_INDEX].size(1))
+            _hash_graph(digest, item)
+        elif isinstance(item, Atoms):
+            labels = frame_labels(item)
+            numbers = np.asarray(item.numbers)
+            isolated = len(item) == 1 and not item.pbc.any()
+            energy = None if labels.get(keys.ENERGY) is None else float(labels[keys.ENERGY])
+            forces = None if labels.get(keys.FORCES) is None else np.asarray(labels[keys.FORCES], dtype=np.float64)
+            edges = len(neighbor_list(item, cutoff)[0]) if cutoff is not None and not isolated else None
+            hashed = False
+        else:
+            raise TypeError(f"expected ase.Atoms or AtomicData, got {type(item).__name__}")
+        summary.add(numbers, energy, forces, isolated)
+        if edges is not None and not isolated:
+            summary.num_edges += edges
+            summary.num_neighbor_atoms += len(numbers)
+    summary.sha256 = digest.hexdigest() if hashed and summary.num_frames else None
+    return summary
+
+
+def isolated_atom_energies(data: Iterable[Atoms | AtomicData] | DataSummary) -> dict[int, float]:
     """Energies of isolated-atom frames (one atom, no periodicity) by atomic number, eV.
 
     Raises:
         ValueError: two isolated-atom frames of one element disagree by more than 1 meV.
     """
-    energies: dict[int, float] = {}
-    for frame in _frames(data):
-        if not frame.isolated or frame.energy is None:
-            continue
-        z = int(frame.numbers[0])
-        if z in energies and abs(energies[z] - frame.energy) > 1e-3:
-            raise ValueError(
-                f"two isolated {chemical_symbols[z]} atoms with different energies: {energies[z]} and {frame.energy} eV"
-            )
-        energies[z] = frame.energy
-    return energies
+    return dict(summarise(data).isolated_energies)
 
 
-def lstsq_e0(data: Iterable[Atoms | AtomicData], elements: Sequence[int] | None = None) -> tuple[dict[int, float], int]:
+def lstsq_e0(
+    data: Iterable[Atoms | AtomicData] | DataSummary, elements: Sequence[int] | None = None
+) -> tuple[dict[int, float], int]:
     """Per-element energies that best fit total energies as sums over atoms, by least squares.
 
     Isolated-atom frames are left out unless there is nothing else. When the compositions do
@@ -127,20 +216,20 @@ def lstsq_e0(data: Iterable[Atoms | AtomicData], elements: Sequence[int] | None 
     any exact solution shifts every frame of these compositions by the same amount.
 
     Args:
-        data: labelled frames or graphs; those without an energy are skipped.
+        data: labelled frames or graphs (those without an energy are skipped), or their summary.
         elements: atomic numbers to return, default those in ``data``. An element absent from
             the fit data gets 0.0, with a warning.
 
     Returns:
         ``({z: E0 in eV}, rank)``, the rank of the composition matrix.
     """
-    frames = [f for f in _frames(data) if f.energy is not None]
-    fit = [f for f in frames if not f.isolated] or frames
-    if not fit:
+    summary = summarise(data)
+    elements = list(elements) if elements is not None else sorted(summary.elements)
+    counts, energy = summary.energy_table(elements, isolated=False)
+    if len(energy) == 0:
+        counts, energy = summary.energy_table(elements)
+    if len(energy) == 0:
         raise ValueError("no frames with an energy label to fit E0")
-    elements = list(elements) if elements is not None else _elements(fit)
-    counts = _composition(fit, elements)
-    energy = np.array([f.energy for f in fit])
     mean = energy.sum() / counts.sum()
     deviation, _, rank, _ = np.linalg.lstsq(counts, energy - mean * counts.sum(axis=1), rcond=None)
     present = counts.sum(axis=0) > 0
@@ -152,14 +241,14 @@ def lstsq_e0(data: Iterable[Atoms | AtomicData], elements: Sequence[int] | None 
 
 
 def fit_e0(
-    data: Iterable[Atoms | AtomicData],
+    data: Iterable[Atoms | AtomicData] | DataSummary,
     elements: Sequence[int] | None = None,
     method: E0Method = "auto",
 ) -> dict[int, float]:
     """Per-element reference energies E0 (eV), the model's per-atom energy shift.
 
     Args:
-        data: labelled frames or graphs, possibly with isolated-atom frames among them.
+        data: labelled frames or graphs, possibly with isolated-atom frames among them, or their summary.
         elements: atomic numbers to return, default those in ``data``.
         method: ``"isolated"`` takes the isolated-atom energies; ``"lstsq"`` fits
             (:func:`lstsq_e0`); ``"auto"`` takes isolated atoms when they cover every
@@ -168,12 +257,12 @@ def fit_e0(
     Returns:
         ``{z: E0}`` in eV.
     """
-    data = list(data)
-    elements = list(elements) if elements is not None else _elements(_frames(data))
-    isolated = isolated_atom_energies(data)
+    summary = summarise(data)
+    elements = list(elements) if elements is not None else sorted(summary.elements)
+    isolated = summary.isolated_energies
     if _e0_source(isolated, elements, method) == "isolated":
         return {z: isolated[z] for z in elements}
-    return lstsq_e0(data, elements)[0]
+    return lstsq_e0(summary, elements)[0]
 
 
 def _e0_source(isolated: dict[int, float], elements: Sequence[int], method: E0Method) -> str:
@@ -199,48 +288,45 @@ def _per_atom_residuals(frames: Sequence[_Frame], e0: dict[int, float]) -> np.nd
     )
 
 
-def per_atom_energy_std(data: Iterable[Atoms | AtomicData], e0: dict[int, float]) -> float:
+def per_atom_energy_std(data: Iterable[Atoms | AtomicData] | DataSummary, e0: dict[int, float]) -> float:
     """Standard deviation over frames of ``(E - sum of E0) / num_atoms``, eV/atom.
 
     Isolated-atom frames are left out.
     """
-    residuals = _per_atom_residuals(_frames(data), e0)
-    if len(residuals) == 0:
+    summary = summarise(data)
+    elements = sorted(summary.elements)
+    counts, energy = summary.energy_table(elements, isolated=False)
+    if len(energy) == 0:
         raise ValueError("no frames with an energy label")
-    return float(residuals.std())
+    reference = counts @ np.array([e0[z] for z in elements], dtype=np.float64)
+    return float(((energy - reference) / counts.sum(axis=1)).std())
 
 
-def force_rms(data: Iterable[Atoms | AtomicData]) -> float:
+def force_rms(data: Iterable[Atoms | AtomicData] | DataSummary) -> float:
     """Root mean square of the force components, eV/Å (NequIP's ``forces_rms``).
 
     Frames without forces and isolated atoms are left out.
     """
-    forces = [f.forces.reshape(-1) for f in _frames(data) if f.forces is not None and not f.isolated]
-    if not forces:
+    summary = summarise(data)
+    if summary.force_count == 0:
         raise ValueError("no frames with a forces label")
-    return float(np.sqrt(np.mean(np.square(np.concatenate(forces)))))
+    return float(np.sqrt(summary.force_square_sum / summary.force_count))
 
 
-def mean_num_neighbors(data: Iterable[Atoms | AtomicData], cutoff: float | None = None) -> float:
+def mean_num_neighbors(data: Iterable[Atoms | AtomicData] | DataSummary, cutoff: float | None = None) -> float:
     """Mean number of neighbours per atom within ``cutoff`` (Å), counting periodic images.
 
     Graphs give their own edge count (``cutoff`` is then not needed); ``Atoms`` need a cutoff.
     Isolated atoms are left out.
     """
-    num_edges = num_atoms = 0
-    for frame in _frames(data):
-        if frame.isolated:
-            continue
-        if frame.num_edges is not None:
-            num_edges += frame.num_edges
-        elif cutoff is None:
+    if not isinstance(data, DataSummary):
+        data = list(data) if not isinstance(data, Sequence) else data
+        if cutoff is None and any(isinstance(item, Atoms) for item in data):
             raise ValueError("mean_num_neighbors of Atoms needs a cutoff")
-        else:
-            num_edges += len(neighbor_list(frame.atoms, cutoff)[0])
-        num_atoms += len(frame.numbers)
-    if num_atoms == 0:
+    summary = summarise(data, cutoff)
+    if summary.num_neighbor_atoms == 0:
         raise ValueError("no frames with more than one atom or with periodicity")
-    return num_edges / num_atoms
+    return summary.num_edges / summary.num_neighbor_atoms
 
 
 def dataset_stats(
@@ -383,23 +469,25 @@ def format_stats(stats: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def data_sha256(data: Iterable[AtomicData]) -> str:
+def data_sha256(data: Iterable[AtomicData] | DataSummary) -> str:
     """A fingerprint of a training set: sha256 over each graph's numbers, geometry and labels.
 
     Stored with trained models, so two models can be told apart by the data they saw. The float
     fields are hashed at float32 precision, so the same frames give the same hash whether they are
     stored in float32 (training) or float64.
     """
-    import hashlib
+    summary = summarise(data)
+    if summary.sha256 is None:
+        raise ValueError("data_sha256 needs graphs (AtomicData)")
+    return summary.sha256
 
-    digest = hashlib.sha256()
-    for graph in data:
-        for key in (keys.ATOMIC_NUMBERS, keys.POSITIONS, keys.CELL, keys.PBC, *keys.LABEL_KEYS):
-            value = graph.get(key)
-            if value is None:
-                continue
-            array = value.detach().cpu().numpy()
-            array = array.astype(np.float32) if array.dtype.kind == "f" else array.astype(np.int64)
-            digest.update(key.encode())
-            digest.update(np.ascontiguousarray(array).tobytes())
-    return digest.hexdigest()
+
+def _hash_graph(digest: Any, graph: AtomicData) -> None:
+    for key in (keys.ATOMIC_NUMBERS, keys.POSITIONS, keys.CELL, keys.PBC, *keys.LABEL_KEYS):
+        value = graph.get(key)
+        if value is None:
+            continue
+        array = value.detach().cpu().numpy()
+        array = array.astype(np.float32) if array.dtype.kind == "f" else array.astype(np.int64)
+        digest.update(key.encode())
+        digest.update(np.ascontiguousarray(array).tobytes())

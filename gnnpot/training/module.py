@@ -50,8 +50,9 @@ from torch_geometric.data import Batch
 from torchmetrics import MeanMetric
 
 from gnnpot import keys
-from gnnpot.data.io import read_frames
-from gnnpot.data.stats import data_sha256, fit_e0, force_rms, per_atom_energy_std
+from gnnpot.data.checks import DataError
+from gnnpot.data.io import frame_labels, read_frames
+from gnnpot.data.stats import data_sha256, fit_e0, force_rms, per_atom_energy_std, summarise
 from gnnpot.models import ForceField, build_model, load_model, to_atomic_numbers
 from gnnpot.models.build import transfer_weights
 from gnnpot.models.io import plain_data
@@ -228,22 +229,25 @@ class PotentialModule(L.LightningModule):
         Returns the resolved values (also written to ``self.hparams`` and, once built, ``model.config``).
         """
         hp = self.hparams
-        if not train_data:
+        summary = summarise(train_data)  # one pass: the data may be read lazily from disk
+        if summary.num_frames == 0:
             raise ValueError("statistics need training data, got an empty training split")
+        present = set(summary.elements)
         if hp.elements is None:
-            numbers = {int(z) for data in train_data for z in data[keys.ATOMIC_NUMBERS].tolist()}
-            numbers |= set(to_atomic_numbers(self._source_elements)) if self._source_elements else set()
+            numbers = present | (set(to_atomic_numbers(self._source_elements)) if self._source_elements else set())
             hp.elements = [chemical_symbols[z] for z in sorted(numbers)]
         numbers = to_atomic_numbers(hp.elements)
         if isinstance(hp.e0, str):
-            extra = []
             if hp.isolated_atoms_file:
-                extra = list(read_frames(hp.isolated_atoms_file, require=(keys.ENERGY,)))
+                frames = read_frames(hp.isolated_atoms_file, require=(keys.ENERGY,))
+                for atoms, frame_id in zip(frames, frames.frame_ids):
+                    if len(atoms) != 1 or atoms.pbc.any():
+                        raise DataError(f"{frames.source}, frame {frame_id}: not an isolated atom (one atom, no cell)")
+                    summary.add(atoms.numbers, frame_labels(atoms)[keys.ENERGY], None, True)
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="no energy data")
-                e0 = fit_e0(list(train_data) + extra, numbers, method=hp.e0)
+                e0 = fit_e0(summary, numbers, method=hp.e0)
             hp.e0 = {chemical_symbols[z]: float(value) for z, value in e0.items()}
-            present = {int(z) for data in train_data for z in data[keys.ATOMIC_NUMBERS].tolist()}
             for symbol, value in self._source_e0.items():  # init_from: elements the new data lacks keep their E0
                 if to_atomic_numbers([symbol])[0] not in present and symbol in hp.e0:
                     hp.e0[symbol] = value
@@ -251,18 +255,20 @@ class PotentialModule(L.LightningModule):
             e0_numbers = {to_atomic_numbers([s])[0]: v for s, v in hp.e0.items()}
             if hp.scale == "forces_rms":
                 try:
-                    hp.scale = force_rms(train_data)
+                    hp.scale = force_rms(summary)
                 except ValueError:  # no force labels: fall back on the energy spread
-                    hp.scale = per_atom_energy_std(train_data, e0_numbers)
+                    hp.scale = per_atom_energy_std(summary, e0_numbers)
             else:
-                hp.scale = per_atom_energy_std(train_data, e0_numbers)
+                hp.scale = per_atom_energy_std(summary, e0_numbers)
             if not hp.scale > 0:
                 hp.scale = 1.0
         statistics = get_family(hp.representation).data_statistics
         resolved = {
-            name: float(statistics[name](train_data))
+            name: float(statistics[name](summary))
             for name in _unresolved_statistics(hp.representation, hp.representation_hparams)
         }
+        if self.training_data_sha256 is None:
+            self.training_data_sha256 = summary.sha256
         hp.representation_hparams = {**hp.representation_hparams, **resolved}
         # Loggers record the hyperparameters after setup(): give them the resolved numbers.
         self._hparams_initial = copy.deepcopy(self._hparams)
@@ -279,16 +285,15 @@ class PotentialModule(L.LightningModule):
         """Hash the training data and resolve the statistics from the datamodule's training split."""
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         train_data = getattr(datamodule, "train_data", None)
-        if stage == "fit" and train_data and self.training_data_sha256 is None:
+        if self.model is None and not self.statistics_resolved:
+            if train_data is None:
+                raise RuntimeError(
+                    "PotentialModule resolves elements, e0 and scale from the datamodule's train_data "
+                    "(AtomsDataModule); give them as numbers when training from plain dataloaders"
+                )
+            self.resolve_statistics(train_data)  # hashes the data in the same pass
+        if stage == "fit" and train_data is not None and len(train_data) and self.training_data_sha256 is None:
             self.training_data_sha256 = data_sha256(train_data)
-        if self.model is not None or self.statistics_resolved:
-            return
-        if train_data is None:
-            raise RuntimeError(
-                "PotentialModule resolves elements, e0 and scale from the datamodule's train_data "
-                "(AtomsDataModule); give them as numbers when training from plain dataloaders"
-            )
-        self.resolve_statistics(train_data)
 
     def configure_model(self) -> None:
         """Build the model when :meth:`setup` did not (statistics given as numbers); apply ``init_from``.

@@ -13,7 +13,16 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 GNNPOT = Path(sys.executable).with_name("gnnpot")
 
 
-def test_ddp_two_processes_metrics_reduce_exactly(emt_file, tmp_path):
+@pytest.mark.parametrize("form", ["extxyz", "lmdb"])
+def test_ddp_two_processes_metrics_reduce_exactly(emt_file, tmp_path, form):
+    """With the on-disk store too: each process reads its own shard, and the shards cover the data once."""
+    if form == "lmdb":
+        from gnnpot.data.io import stream_frames
+        from gnnpot.data.store import write_store
+
+        store = tmp_path / "emt.lmdb"
+        write_store(stream_frames(emt_file), store, source=emt_file)
+        emt_file = str(store)
     args = [
         str(GNNPOT),
         "fit",
