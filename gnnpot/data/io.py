@@ -197,25 +197,12 @@ def stream_frames(
     if path.suffix in (".npz", ".db", ".lmdb") and format is None:
         yield from read_frames(path, key_map=key_map, require=require)
         return
-    import ase.io
-
     key_map = _check_key_map(key_map)
     check_readable(path)
     if path.stat().st_size == 0:
         raise DataError(f"{path}: empty file, no frames")
-    frame_id = 0
-    try:
-        for frame_id, atoms in enumerate(ase.io.iread(path, index=":", format=format)):
-            yield _labelled(atoms, key_map, require, f"{path}, frame {frame_id}")
-    except DataError:
-        raise
-    except Exception as err:  # ase raises many types for a malformed file
-        located = _locate_xyz_error(path) if (format or path.suffix.lstrip(".")) in _XYZ_FORMATS else None
-        if located is not None:
-            frame, line, problem = located
-            raise DataError(f"{path}, frame {frame} (line {line}): cannot parse file, {problem}") from err
-        reason = " ".join(str(err).split())
-        raise DataError(f"{path}, frame {frame_id}: cannot parse file ({type(err).__name__}: {reason})") from err
+    for frame_id, atoms in enumerate(_iter_ase(path, format)):
+        yield _labelled(atoms, key_map, require, f"{path}, frame {frame_id}")
 
 
 def _labelled(
@@ -353,12 +340,18 @@ def read_index_file(path: str | Path) -> list[int]:
 
 
 def _read_ase(path: Path, format: str | None) -> list[Atoms]:
+    return list(_iter_ase(path, format))
+
+
+def _iter_ase(path: Path, format: str | None) -> Iterator[Atoms]:
+    """``ase.io.iread`` with its many exception types turned into a :class:`DataError` naming the frame."""
     import ase.io
 
-    frames: list[Atoms] = []
+    count = 0
     try:
         for atoms in ase.io.iread(path, index=":", format=format):
-            frames.append(atoms)
+            yield atoms
+            count += 1
     except Exception as err:  # ase raises many types for a malformed file
         # ase's xyz readers index the whole file before the first frame, so a broken frame 5000
         # fails with no frame read; find the frame that is really broken.
@@ -367,8 +360,7 @@ def _read_ase(path: Path, format: str | None) -> list[Atoms]:
             frame, line, problem = located
             raise DataError(f"{path}, frame {frame} (line {line}): cannot parse file, {problem}") from err
         reason = " ".join(str(err).split())
-        raise DataError(f"{path}, frame {len(frames)}: cannot parse file ({type(err).__name__}: {reason})") from err
-    return frames
+        raise DataError(f"{path}, frame {count}: cannot parse file ({type(err).__name__}: {reason})") from err
 
 
 _XYZ_FORMATS = ("xyz", "extxyz")
