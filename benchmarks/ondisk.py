@@ -150,6 +150,7 @@ def training_peak(workdir: Path, size: int, in_memory: bool = False) -> dict:
         "--model.representation_hparams={num_features: 16, num_interactions: 1, num_rbf: 8}",
         "--trainer.max_steps=50",
         "--trainer.limit_val_batches=2",
+        "--trainer.val_check_interval=25",
         "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false",
         "--run.plots=false",

@@ -109,7 +109,15 @@ class GNNPotCLI(LightningCLI):
             }
         )
         parser.add_lightning_class_args(EarlyStopping, "early_stopping")
-        parser.set_defaults({"early_stopping.monitor": "val/loss", "early_stopping.patience": 50})
+        # Checked after each validation only: a run that stops on max_steps within an epoch has no val/loss
+        # at that epoch's end, and the default check there would fail the finished run.
+        parser.set_defaults(
+            {
+                "early_stopping.monitor": "val/loss",
+                "early_stopping.patience": 50,
+                "early_stopping.check_on_train_epoch_end": False,
+            }
+        )
         parser.add_argument(
             "--run.dir",
             type=str | None,

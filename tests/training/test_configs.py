@@ -67,3 +67,21 @@ def test_demo_config_trains_one_tiny_epoch(emt_file, tmp_path, monkeypatch):
     ]
     assert main(args) == 0
     assert (tmp_path / "schnet_demo" / "version_0" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_max_steps_within_an_epoch_ends_cleanly(emt_file, tmp_path, monkeypatch):
+    """Stopping on max_steps before the first validation is a finished run, not an early-stopping error."""
+    monkeypatch.chdir(REPO_ROOT)
+    args = [
+        "fit",
+        "--config",
+        "configs/schnet_demo.yaml",
+        f"--data.train_file={emt_file}",
+        "--model.representation_hparams={num_features: 8, num_interactions: 1, num_rbf: 6}",
+        "--trainer.max_steps=2",
+        "--trainer.enable_progress_bar=false",
+        "--run.plots=false",
+        f"--run.dir={tmp_path}",
+    ]
+    assert main(args) == 0
+    assert (tmp_path / "schnet_demo" / "version_0" / "checkpoints" / "last.ckpt").is_file()
