@@ -29,10 +29,11 @@ def learn_main(argv: Sequence[str]) -> int:
 
 
 def _learn(args: argparse.Namespace) -> int:
-    from gnnpot.training.active import ActiveLearningConfig, run_active_learning
+    from gnnpot.training.active import ActiveLearningConfig, log_table, run_active_learning
 
     config = ActiveLearningConfig.from_file(args.config, out=args.out)
     log = run_active_learning(config)
     last = log[-1] if log else {}
+    print(log_table(log))
     print(f"log: {config.out}/log.jsonl; last committee: {config.out}/iter_{last.get('iteration', 0)}/committee")
     return 0 if last.get("stop", "").startswith("stable") else 3

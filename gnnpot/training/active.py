@@ -260,3 +260,21 @@ def _summary(row: dict[str, Any]) -> str:
         f"iteration {row['iteration']}: {row['train_frames']} training frames ({row['labels']} labels so far), "
         f"{error}MD held {held} ps{end} ({row['seconds']:.0f} s)"
     )
+
+
+def log_table(log: list[dict[str, Any]]) -> str:
+    """The log as a Markdown table: one row per iteration."""
+    lines = [
+        "| iteration | training frames | labels so far | held-out F MAE (meV/Å) | held-out E MAE (meV/atom) "
+        "| MD held (ps, per run) | new labels | stop |",
+        "|---:|---:|---:|---:|---:|---|---:|---|",
+    ]
+    for row in log:
+        forces = f"{row['test_forces_mae']:.1f}" if "test_forces_mae" in row else ""
+        energy = f"{row['test_energy_per_atom_mae']:.2f}" if "test_energy_per_atom_mae" in row else ""
+        held = ", ".join(f"{t:g}" for t in row["md_stable_ps"])
+        lines.append(
+            f"| {row['iteration']} | {row['train_frames']} | {row['labels']} | {forces} | {energy} | {held} "
+            f"| {row.get('labelled', '')} | {row['stop'] or ''} |"
+        )
+    return "\n".join(lines)

@@ -74,11 +74,12 @@ def test_the_loop_labels_the_doubted_structures_and_fine_tunes(files, tmp_path):
     assert [row["iteration"] for row in log] == [0, 1, 2]
 
 
-def test_a_stable_committee_stops_the_loop(files, tmp_path):
+def test_a_stable_committee_stops_the_loop(files, tmp_path, capsys):
     config_file = tmp_path / "al.yaml"
     values = {k: v for k, v in vars(settings(files, tmp_path / "al", threshold=100.0)).items()}
     config_file.write_text(yaml.safe_dump(values))
     assert main(["learn", "--config", str(config_file)]) == 0
+    assert "| 0 | " in capsys.readouterr().out  # the table of iterations
     (row,) = [json.loads(line) for line in (tmp_path / "al" / "log.jsonl").read_text().splitlines()]
     assert row["stop"].startswith("stable") and row["md_stable_ps"] == [0.02, 0.02] and row["labels"] == 0
 
