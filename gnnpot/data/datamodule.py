@@ -228,7 +228,7 @@ class AtomsDataModule(L.LightningDataModule):
             by_file.setdefault(str(Path(self.files[name]).resolve()), []).append(name)
         for names in by_file.values():
             for a, b in ((a, b) for k, a in enumerate(names) for b in names[k + 1 :]):
-                common = sorted(set(split[a]) & set(split[b]))
+                common = np.intersect1d(split[a], split[b]).tolist()  # no sets of a million ints
                 if common:
                     raise DataError(
                         f"{self.files[a]}: {a} and {b} splits share frames {common[:5]}"

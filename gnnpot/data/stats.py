@@ -89,16 +89,17 @@ def _elements(frames: Sequence[_Frame]) -> list[int]:
 class DataSummary:
     """What the statistics need of a dataset, gathered in one streaming pass (:func:`summarise`).
 
-    Per frame it keeps only the composition (one small integer row), the energy and whether the
-    frame is an isolated atom; forces and neighbour counts are summed as they pass. A dataset read
-    lazily from disk is therefore summarised in memory that grows by ~30 bytes per frame.
+    Per frame with an energy it keeps only the composition (a row of small integers in a growing
+    array), the energy and whether the frame is an isolated atom; forces and neighbour counts are
+    summed as they pass. A dataset read lazily from disk is summarised in about 20 bytes per frame.
     """
 
     def __init__(self) -> None:
         self.elements: list[int] = []  # column order of the composition rows
-        self._rows: list[np.ndarray] = []  # [k] int32 counts per frame (k grows with new elements)
-        self._energies: list[float] = []
-        self._isolated: list[bool] = []
+        self._counts = np.zeros((1024, 0), dtype=np.int32)  # [capacity, len(elements)]
+        self._energies = np.zeros(1024)
+        self._isolated = np.zeros(1024, dtype=bool)
+        self._size = 0  # rows in use: frames with an energy
         self.isolated_energies: dict[int, float] = {}
         self.force_square_sum = 0.0
         self.force_count = 0
@@ -111,15 +112,19 @@ class DataSummary:
         """Fold one frame in (``num_edges`` and the hash are added by :func:`summarise`)."""
         self.num_frames += 1
         present, counts = np.unique(np.asarray(numbers, dtype=np.int64), return_counts=True)
-        for z in present.tolist():
-            if z not in self.elements:
-                self.elements.append(int(z))
+        new = [int(z) for z in present if int(z) not in self.elements]
+        if new:
+            self.elements += new
+            self._counts = np.pad(self._counts, ((0, 0), (0, len(new))))
         if energy is not None:
-            row = np.zeros(len(self.elements), dtype=np.int32)
-            row[[self.elements.index(int(z)) for z in present]] = counts
-            self._rows.append(row)
-            self._energies.append(float(energy))
-            self._isolated.append(isolated)
+            if self._size == len(self._energies):  # double the capacity
+                self._counts = np.concatenate([self._counts, np.zeros_like(self._counts)])
+                self._energies = np.concatenate([self._energies, np.zeros_like(self._energies)])
+                self._isolated = np.concatenate([self._isolated, np.zeros_like(self._isolated)])
+            self._counts[self._size, [self.elements.index(int(z)) for z in present]] = counts
+            self._energies[self._size] = float(energy)
+            self._isolated[self._size] = isolated
+            self._size += 1
             if isolated:
                 z = int(present[0])
                 if z in self.isolated_energies and abs(self.isolated_energies[z] - energy) > 1e-3:
@@ -142,17 +147,15 @@ class DataSummary:
         Raises:
             ValueError: a frame holds an element not among ``elements``.
         """
-        keep = [k for k, flag in enumerate(self._isolated) if isolated is None or flag == isolated]
-        counts = np.zeros((len(keep), len(elements)))
-        if keep:
-            width = len(self.elements)
-            full = np.stack([np.pad(self._rows[k], (0, width - len(self._rows[k]))) for k in keep])
-            for column, z in enumerate(self.elements):
-                if z in elements:
-                    counts[:, list(elements).index(z)] = full[:, column]
-                elif full[:, column].any():
-                    raise ValueError(f"element {chemical_symbols[z]} (Z={z}) is not among elements {list(elements)}")
-        return counts, np.array([self._energies[k] for k in keep], dtype=np.float64)
+        rows = np.ones(self._size, dtype=bool) if isolated is None else self._isolated[: self._size] == isolated
+        full = self._counts[: self._size][rows]
+        counts = np.zeros((len(full), len(elements)))
+        for column, z in enumerate(self.elements):
+            if z in elements:
+                counts[:, list(elements).index(z)] = full[:, column]
+            elif full[:, column].any():
+                raise ValueError(f"element {chemical_symbols[z]} (Z={z}) is not among elements {list(elements)}")
+        return counts, self._energies[: self._size][rows].copy()
 
 
 def summarise(data: Iterable[Atoms | AtomicData] | DataSummary, cutoff: float | None = None) -> DataSummary:
