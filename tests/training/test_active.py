@@ -93,8 +93,10 @@ def test_bad_settings_name_the_file(tmp_path, capsys):
         ActiveLearningConfig(fit_config="a", initial_data="b", committee=1)
 
 
-def test_the_shipped_config_reads():
+@pytest.mark.parametrize("name", ["emt_cuau", "xtb_ethanol"])
+def test_the_shipped_configs_read(name):
     from pathlib import Path
 
-    config = ActiveLearningConfig.from_file(Path(__file__).parents[2] / "configs" / "learn" / "emt_cuau.yaml")
-    assert config.calculator == "emt" and config.committee == 3 and "--trainer.max_epochs" in config.fit_args
+    config = ActiveLearningConfig.from_file(Path(__file__).parents[2] / "configs" / "learn" / f"{name}.yaml")
+    assert config.committee == 3 and "--trainer.max_epochs" in config.fit_args
+    assert (Path(__file__).parents[2] / config.fit_config).is_file()
