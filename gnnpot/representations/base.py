@@ -20,14 +20,16 @@ Class attributes every family sets:
     ``tiny_hparams``: a tiny model's hyperparameters (a few features, two interactions): the
         contract suite, the compiled checks and the benchmark's ``tiny`` rows use them.
     ``data_statistics``: hyperparameters taken from the training data, ``{name: function}``, each
-        ``function(graphs) -> float`` over the training graphs. A trainer fills every one whose
-        value is ``"auto"`` (NequIP: ``avg_num_neighbors``).
+        ``function(data) -> float`` of the training graphs or of their one-pass
+        :class:`~gnnpot.data.stats.DataSummary` (the trainer passes the summary, so that data read
+        lazily from disk is read once). A trainer fills every one whose value is ``"auto"``
+        (NequIP: ``avg_num_neighbors``).
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -50,7 +52,7 @@ class Representation(nn.Module):
     """
 
     tiny_hparams: ClassVar[Mapping[str, Any]]
-    data_statistics: ClassVar[Mapping[str, Callable[[Sequence[Data]], float]]] = {}
+    data_statistics: ClassVar[Mapping[str, Callable[[Any], float]]] = {}
 
     def __init__(self, cutoff: float, num_features: int) -> None:
         super().__init__()
