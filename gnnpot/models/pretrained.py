@@ -37,7 +37,8 @@ PRETRAINED: dict[str, dict[str, Any]] = {
     },
     "mace-rmd17-ethanol": {
         "file": "mace-rmd17-ethanol.pt",
-        "description": "MACE small, configs/mace_rmd17_cpu.yaml (~2 h, 1 CPU thread) on rMD17 ethanol split 01",
+        "description": "MACE small on rMD17 ethanol split 01: configs/mace_rmd17_cpu.yaml (~2 h, 1 CPU thread), "
+        "then the warm restart configs/mace_rmd17_cpu_restart.yaml (~1 h)",
     },
     "mace-rmd17-aspirin": {
         "file": "mace-rmd17-aspirin.pt",
