@@ -89,6 +89,22 @@ def neighbour_pairs(edge_index: Tensor, edge_shift: Tensor, edge_vec: Tensor, nu
         The :class:`NeighbourPairs`, differentiable in ``edge_vec``.
     """
     triplet_kj, triplet_ji = build_triplets(edge_index, edge_shift, num_atoms)
+    return pairs_from_triplets(edge_index, edge_vec, triplet_kj, triplet_ji)
+
+
+def pairs_from_triplets(edge_index: Tensor, edge_vec: Tensor, triplet_kj: Tensor, triplet_ji: Tensor) -> NeighbourPairs:
+    """:class:`NeighbourPairs` from the triplets of :func:`~gnnpot.nn.triplets.build_triplets`.
+
+    The triplet ``(j -> k, i -> j)`` read with ``j`` as the centre is the pair of neighbours
+    ``(i, k)`` of ``j``, the vector to ``i`` being the reverse of the edge ``i -> j``. Families that
+    build their triplets once (in ``prepare``, outside a traced graph) call this directly.
+
+    Args:
+        edge_index: [2, E] a full edge list.
+        edge_vec: [E, 3] edge vectors, Å.
+        triplet_kj: [T] edge ``j -> k`` of each triplet.
+        triplet_ji: [T] edge ``i -> j`` of each triplet.
+    """
     vec_first = -gather(edge_vec, triplet_ji)
     vec_second = gather(edge_vec, triplet_kj)
     len_first = torch.linalg.vector_norm(vec_first, dim=-1)

@@ -21,8 +21,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from gnnpot.representations.acsf import BehlerParrinello
 from gnnpot.representations.base import Representation, family_graph, isolated_graph
 from gnnpot.representations.dimenet import DimeNetPlusPlus
+from gnnpot.representations.hist import HistogramMLP
 from gnnpot.representations.mace import MACE
 from gnnpot.representations.nequip import NequIP
 from gnnpot.representations.painn import PaiNN
@@ -34,6 +36,8 @@ REGISTRY: dict[str, type[Representation]] = {
     "painn": PaiNN,
     "nequip": NequIP,
     "mace": MACE,
+    "acsf": BehlerParrinello,
+    "hist": HistogramMLP,
 }
 
 
@@ -58,7 +62,9 @@ def check_hparams(name: str, hparams: Mapping[str, Any]) -> None:
 
 __all__ = [
     "REGISTRY",
+    "BehlerParrinello",
     "DimeNetPlusPlus",
+    "HistogramMLP",
     "MACE",
     "NequIP",
     "PaiNN",

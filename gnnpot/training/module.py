@@ -70,7 +70,8 @@ class PotentialModule(L.LightningModule):
     """Train, validate and test a potential on energies, forces and stress.
 
     Args:
-        representation: family name in :data:`gnnpot.REGISTRY` (``schnet``, ``dimenet``, ``painn``, ``nequip``).
+        representation: family name in :data:`gnnpot.REGISTRY` (``schnet``, ``dimenet``, ``painn``,
+            ``nequip``, ``mace``, ``acsf``, ``hist``).
         representation_hparams: the family's hyperparameters (``num_features``, ``num_interactions``, ...).
         cutoff: neighbour radius, Å (the CLI links it to ``data.cutoff``).
         elements: element symbols or atomic numbers; ``None`` infers them from the training split.
