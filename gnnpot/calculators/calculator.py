@@ -75,7 +75,7 @@ class GNNPotCalculator(Calculator):
         # The calculator keeps its own copies, frozen: forces need gradients for positions only.
         if compile is None:
             compile = isinstance(members[0], ForceField) and members[0].compiled
-        members = [clone_model(m) if isinstance(m, ForceField) else load_model(m) for m in members]
+        members = [load_model(m) if isinstance(m, (str, Path)) else clone_model(m) for m in members]
         members = [m.enable_compile(compile) for m in members]
         self.dtype = dtype or next(members[0].parameters()).dtype
         self.models = [m.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False) for m in members]

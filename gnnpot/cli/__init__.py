@@ -11,6 +11,7 @@
                       [--workers N] [--threads N] [--index I]
     gnnpot fit|validate|test --config FILE [--trainer.* ...] [--model.* ...] [--data.* ...] [--ensemble N]
                              [--model.init_from MODEL]
+    gnnpot fit-kernel --data FILE --out MODEL [--type kernel|coulomb_krr] [--val FILE] [--num-inducing M]
     gnnpot eval --model MODEL (--data FILE | --split split.json) [--json] [--plot PNG]
     gnnpot export RUN_OR_CKPT OUT [--test-data FILE | --no-eval]
     gnnpot md --model MODEL [MODEL ...] --structure FILE --ensemble nve|nvt|npt --temperature K
@@ -23,9 +24,9 @@
 MODEL is a model file, a Lightning checkpoint of a run, a run folder or a pretrained name.
 
 :func:`main` dispatches on the first word, one module per command group: :mod:`gnnpot.cli.data`,
-:mod:`gnnpot.cli.models` (``eval``, ``export``, ``pretrained``), :mod:`gnnpot.cli.dynamics` (``md``,
-``relax``) and :mod:`gnnpot.cli.benchmark` use argparse with ``--kebab-case`` options;
-``fit``, ``validate`` and ``test`` go to the LightningCLI subclass :class:`gnnpot.cli.training.GNNPotCLI`
+:mod:`gnnpot.cli.models` (``eval``, ``export``, ``pretrained``), :mod:`gnnpot.cli.kernel` (``fit-kernel``),
+:mod:`gnnpot.cli.dynamics` (``md``, ``relax``) and :mod:`gnnpot.cli.benchmark` use argparse with ``--kebab-case``
+options; ``fit``, ``validate`` and ``test`` go to the LightningCLI subclass :class:`gnnpot.cli.training.GNNPotCLI`
 (options ``--trainer.*``, ``--model.*``, ``--data.*``, ``--run.*`` as Lightning spells them).
 :mod:`gnnpot.cli.common` holds what the argparse commands share.
 """
@@ -39,6 +40,7 @@ from gnnpot.cli.benchmark import benchmark_main
 from gnnpot.cli.common import DEBUG_FLAG, set_debug
 from gnnpot.cli.data import data_main
 from gnnpot.cli.dynamics import md_main, relax_main
+from gnnpot.cli.kernel import fit_kernel_main
 from gnnpot.cli.learn import learn_main
 from gnnpot.cli.models import eval_main, export_main, pretrained_main
 
@@ -55,6 +57,7 @@ commands:
   fit, validate, test
                   train and evaluate with a config: gnnpot fit --config configs/painn_demo.yaml
                   (LightningCLI: --trainer.*, --model.*, --data.*, --ckpt_path; see gnnpot fit -h)
+  fit-kernel      fit a kernel model in closed form (GAP-like sparse kernel, Coulomb-matrix KRR)
   eval            metrics of a trained model on any dataset (rMD17 npz, extxyz, ASE db)
   export          write a training run as a model file (config + weights + metadata, test metrics)
   md              molecular dynamics (NVE, NVT, NPT) with a model or a committee
@@ -114,6 +117,7 @@ def _training_main(argv: list[str]) -> int:
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "data": data_main,
     "eval": eval_main,
+    "fit-kernel": fit_kernel_main,
     "export": export_main,
     "md": md_main,
     "relax": relax_main,

@@ -11,10 +11,15 @@ import torch
 from ase.data import atomic_numbers
 
 from gnnpot.data.checks import check_cutoff
+from gnnpot.models import coulomb_krr
 from gnnpot.models.forces import ForceField
 from gnnpot.models.potential import Potential
 from gnnpot.nn import AtomwiseReadout, ScaleShift, ZBLRepulsion
+from gnnpot.nn.readout import LinearReadout
 from gnnpot.representations import check_hparams, get_family
+
+# Readouts by the name a family gives as its class attribute ``Representation.readout``.
+READOUTS = {"mlp": AtomwiseReadout, "linear": LinearReadout}
 
 
 def to_atomic_numbers(elements: Sequence[str | int]) -> list[int]:
@@ -69,7 +74,7 @@ def build_model(
     family = family_class(num_elements=len(numbers), cutoff=cutoff, **hparams)
     potential = Potential(
         representation=family,
-        readout=AtomwiseReadout(family.num_features),
+        readout=READOUTS[family_class.readout](family.num_features),
         scale_shift=ScaleShift(len(numbers), shift=shift, scale=scale),
         elements=numbers,
         pair_repulsion=ZBLRepulsion(cutoff) if zbl else None,
@@ -87,7 +92,13 @@ def build_model(
 
 
 def model_from_config(config: Mapping[str, Any]) -> ForceField:
-    """Rebuild a model, untrained, from its ``ForceField.config`` (see :func:`build_model`)."""
+    """Rebuild a model, untrained, from its ``ForceField.config`` (see :func:`build_model`).
+
+    A config whose ``representation`` is ``"coulomb_krr"`` describes the global kernel model
+    :class:`~gnnpot.models.coulomb_krr.CoulombKRR`, which answers like a ``ForceField``.
+    """
+    if config["representation"] == coulomb_krr.NAME:
+        return coulomb_krr.CoulombKRR.from_config(config)
     return build_model(
         config["representation"],
         cutoff=config["cutoff"],

@@ -74,3 +74,28 @@ class ScaleShift(nn.Module):
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}(num_elements={self.shift.numel()}, scale={float(self.scale):.4g})"
+
+
+class LinearReadout(nn.Module):
+    """Per-atom outputs linear in the features, ``y_i = sum_f x_if w_f``: no hidden layer, no bias.
+
+    The readout of kernel models (:mod:`gnnpot.representations.kernel`), whose weights are fitted in
+    closed form. A bias would cancel against the isolated-atom reference of
+    :class:`~gnnpot.models.Potential`, so there is none.
+    """
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_features))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Normal weights of standard deviation ``1 / sqrt(num_features)``."""
+        nn.init.normal_(self.weight, std=self.weight.numel() ** -0.5)
+
+    def forward(self, features: Tensor) -> Tensor:
+        """``features`` [N, num_features] to [N] readout values (before scale and shift)."""
+        return features @ self.weight
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}(num_features={self.weight.numel()})"

@@ -25,6 +25,7 @@ from gnnpot.representations.acsf import BehlerParrinello
 from gnnpot.representations.base import Representation, family_graph, isolated_graph
 from gnnpot.representations.dimenet import DimeNetPlusPlus
 from gnnpot.representations.hist import HistogramMLP
+from gnnpot.representations.kernel import SparseKernel
 from gnnpot.representations.mace import MACE
 from gnnpot.representations.nequip import NequIP
 from gnnpot.representations.painn import PaiNN
@@ -38,6 +39,7 @@ REGISTRY: dict[str, type[Representation]] = {
     "mace": MACE,
     "acsf": BehlerParrinello,
     "hist": HistogramMLP,
+    "kernel": SparseKernel,
 }
 
 
@@ -70,6 +72,7 @@ __all__ = [
     "PaiNN",
     "Representation",
     "SchNet",
+    "SparseKernel",
     "check_hparams",
     "family_graph",
     "get_family",

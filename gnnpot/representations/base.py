@@ -53,6 +53,8 @@ class Representation(nn.Module):
 
     tiny_hparams: ClassVar[Mapping[str, Any]]
     data_statistics: ClassVar[Mapping[str, Callable[[Any], float]]] = {}
+    # the readout build_model gives the family: "mlp" (AtomwiseReadout) or "linear" (kernel models)
+    readout: ClassVar[str] = "mlp"
 
     def __init__(self, cutoff: float, num_features: int) -> None:
         super().__init__()
