@@ -30,7 +30,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from gnnpot.descriptors.base import AtomCentredDescriptor, neighbour_pairs, pair_index
+from gnnpot.descriptors.base import AtomCentredDescriptor, NeighbourPairs, neighbour_pairs, pair_index
 from gnnpot.nn.radial import CosineCutoff
 from gnnpot.nn.scatter import gather, scatter_sum
 
@@ -157,29 +157,41 @@ class SymmetryFunctions(AtomCentredDescriptor):
     def _radial(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, num_atoms: int) -> Tensor:
         """[N, S * n2] G2 by neighbour element."""
         edge_len = torch.linalg.vector_norm(edge_vec, dim=-1)
-        eta, shift = self.g2_params.to(edge_len.dtype).unbind(-1)
-        g2 = torch.exp(-eta * (edge_len.unsqueeze(-1) - shift).pow(2)) * self.fc(edge_len).unsqueeze(-1)
+        g2 = self.radial_terms(edge_len)
         slot = edge_index[0] * self.num_elements + gather(species, edge_index[1])
         return scatter_sum(g2, slot, num_atoms * self.num_elements).view(num_atoms, -1)
+
+    def radial_terms(self, edge_len: Tensor) -> Tensor:
+        """G2 of each edge [E, n2]: ``exp(-eta (r - r_s)^2) fc(r)``, before the sum over neighbours."""
+        eta, shift = self.g2_params.to(edge_len.dtype).unbind(-1)
+        return torch.exp(-eta * (edge_len.unsqueeze(-1) - shift).pow(2)) * self.fc(edge_len).unsqueeze(-1)
+
+    def angular_terms(self, pairs: NeighbourPairs) -> Tensor:
+        """G4 then G5 of each ordered pair of neighbours [T, n4 + n5], before the sum over pairs.
+
+        ``2^(1 - zeta) (1 + lambda cos)^zeta exp(-eta (r_ij^2 + r_ik^2 [+ r_jk^2])) fc fc [fc]``; the
+        caller weighs the pairs (both orders of every pair are present).
+        """
+        dtype = pairs.len_first.dtype
+        fc_both = self.fc(pairs.len_first) * self.fc(pairs.len_second)
+        sq_sum = pairs.len_first.pow(2) + pairs.len_second.pow(2)
+        cos = pairs.cos_angle.unsqueeze(-1)
+        terms = []
+        for params, with_jk in ((self.g4_params, True), (self.g5_params, False)):
+            eta, zeta, lam = params.to(dtype).unbind(-1)
+            exponent = sq_sum + pairs.len_between.pow(2) if with_jk else sq_sum
+            envelope = fc_both * self.fc(pairs.len_between) if with_jk else fc_both
+            angle = 2.0 * (0.5 * (1.0 + lam * cos)).pow(zeta)  # 2^(1 - zeta) (1 + lambda cos)^zeta
+            terms.append(angle * torch.exp(-eta * exponent.unsqueeze(-1)) * envelope.unsqueeze(-1))
+        return torch.cat(terms, dim=-1)
 
     def _angular(
         self, species: Tensor, edge_index: Tensor, edge_shift: Tensor, edge_vec: Tensor, num_atoms: int
     ) -> Tensor:
         """[N, P * (n4 + n5)] G4 and G5 by unordered pair of neighbour elements."""
         pairs = neighbour_pairs(edge_index, edge_shift, edge_vec, num_atoms)
-        dtype = edge_vec.dtype
-        fc_both = self.fc(pairs.len_first) * self.fc(pairs.len_second)
-        sq_sum = pairs.len_first.pow(2) + pairs.len_second.pow(2)
-        cos = pairs.cos_angle.unsqueeze(-1)
         # Both orders of every pair are present: the factor 1/2 counts each unordered pair once.
-        terms = []
-        for params, with_jk in ((self.g4_params, True), (self.g5_params, False)):
-            eta, zeta, lam = params.to(dtype).unbind(-1)
-            radial = sq_sum + pairs.len_between.pow(2) if with_jk else sq_sum
-            weight = 0.5 * fc_both * self.fc(pairs.len_between) if with_jk else 0.5 * fc_both
-            angle = 2.0 * (0.5 * (1.0 + lam * cos)).pow(zeta)  # 2^(1 - zeta) (1 + lambda cos)^zeta
-            terms.append(angle * torch.exp(-eta * radial.unsqueeze(-1)) * weight.unsqueeze(-1))
-        values = torch.cat(terms, dim=-1)
+        values = 0.5 * self.angular_terms(pairs)
         slot = pairs.centre * self.num_pairs + pair_index(gather(species, pairs.first), gather(species, pairs.second))
         return scatter_sum(values, slot, num_atoms * self.num_pairs).view(num_atoms, -1)
 

@@ -239,25 +239,14 @@ class BehlerParrinello(Representation):
         """
         sf, species = self.descriptor, graph[keys.SPECIES]
         edge_index, edge_len = graph[keys.EDGE_INDEX], graph[keys.EDGE_LEN]
-        num_atoms, num_elements, dtype = species.shape[0], self.num_elements, edge_len.dtype
-        eta, shift = sf.g2_params.to(dtype).unbind(-1)
-        g2 = torch.exp(-eta * (edge_len.unsqueeze(-1) - shift).pow(2)) * sf.fc(edge_len).unsqueeze(-1)
+        num_atoms, num_elements = species.shape[0], self.num_elements
+        g2 = sf.radial_terms(edge_len)
         slot = edge_index[0] * num_elements + gather(species, edge_index[1])
         radial = scatter_sum(g2, slot, num_atoms * num_elements).view(num_atoms, num_elements, sf.num_g2)
 
         pairs = prepared_pairs(graph)
         slot, weight = pair_slots(pairs, species, num_elements)
-        fc_both = sf.fc(pairs.len_first) * sf.fc(pairs.len_second) * weight
-        sq_sum = pairs.len_first.pow(2) + pairs.len_second.pow(2)
-        cos = pairs.cos_angle.unsqueeze(-1)
-        terms = []
-        for params, with_jk in ((sf.g4_params, True), (sf.g5_params, False)):
-            eta, zeta, lam = params.to(dtype).unbind(-1)
-            exponent = sq_sum + pairs.len_between.pow(2) if with_jk else sq_sum
-            envelope = fc_both * sf.fc(pairs.len_between) if with_jk else fc_both
-            angle = 2.0 * (0.5 * (1.0 + lam * cos)).pow(zeta)  # 2^(1 - zeta) (1 + lambda cos)^zeta
-            terms.append(angle * torch.exp(-eta * exponent.unsqueeze(-1)) * envelope.unsqueeze(-1))
-        values = torch.cat(terms, dim=-1)
+        values = sf.angular_terms(pairs) * weight.unsqueeze(-1)
         angular = scatter_sum(values, slot, num_atoms * num_elements**2)
         return radial, angular.view(num_atoms, num_elements, num_elements, values.shape[-1])
 
