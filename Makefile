@@ -11,8 +11,9 @@ $(BIN)/gnnpot: pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first and pinned: an unpinned torch pulls the CUDA build on machines that have no GPU.
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	# label: PySCF and tblite (xtb) for `gnnpot data label` and its tests (wheels, ~60 MB)
-	$(BIN)/python -m pip install --quiet -e ".[test,label]"
+	# label: PySCF and tblite (xtb) for `gnnpot data label` and its tests (wheels, ~60 MB);
+	# engines: i-PI for `gnnpot serve` and its test (pure-Python wheel, <1 MB)
+	$(BIN)/python -m pip install --quiet -e ".[test,label,engines]"
 	touch $@
 
 install: $(BIN)/gnnpot

@@ -17,6 +17,7 @@
     gnnpot md --model MODEL [MODEL ...] --structure FILE --ensemble nve|nvt|npt --temperature K
               --timestep FS --steps N [--out TRAJ] [--log FILE] [--max-force-std X] [--min-distance R]
     gnnpot relax --model MODEL --structure FILE [--fmax F] [--cell] [--out FILE]
+    gnnpot serve --model MODEL [MODEL ...] --structure FILE --address ADDR [--unix] [--port P]
     gnnpot pretrained [--json]
     gnnpot learn --config al.yaml [--out DIR]
     gnnpot benchmark [--models ...] [--sizes ...] [--peers ...] [--markdown docs/benchmarks.md]
@@ -43,6 +44,7 @@ from gnnpot.cli.dynamics import md_main, relax_main
 from gnnpot.cli.kernel import fit_kernel_main
 from gnnpot.cli.learn import learn_main
 from gnnpot.cli.models import eval_main, export_main, pretrained_main
+from gnnpot.cli.serve import serve_main
 
 TRAINING_COMMANDS = ("fit", "validate", "test")
 
@@ -62,6 +64,7 @@ commands:
   export          write a training run as a model file (config + weights + metadata, test metrics)
   md              molecular dynamics (NVE, NVT, NPT) with a model or a committee
   relax           geometry (and cell) optimisation
+  serve           the model as an i-PI client (driver): i-PI runs the dynamics, gnnpot the forces
   pretrained      the pretrained models shipped with gnnpot
   learn           active learning: committee MD, label the uncertain structures, retrain
   benchmark       speed workloads (training step, MD latency, batches, periodic Cu) against peers
@@ -121,6 +124,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "export": export_main,
     "md": md_main,
     "relax": relax_main,
+    "serve": serve_main,
     "pretrained": pretrained_main,
     "benchmark": benchmark_main,
     "learn": learn_main,
