@@ -20,12 +20,14 @@ The budget rule, the same for every point:
 Jobs run ``--workers`` at a time (default 2), each on one thread: the errors do not depend on it,
 the training times do (they are given as measured, beside the number of workers). The evaluation
 cost (energy and forces of one structure, eager, one thread, median of repeated calls) is measured
-after all training, one model at a time. Every finished job is a JSON line of ``--out`` (default
-``docs/descriptors.jsonl``); a re-run does only what is missing. The page (``docs/descriptors.md``)
-and its plot are rewritten at the end, or from the JSON lines alone with ``--markdown-only``; a
-``## Conclusions`` section already on the page is kept.
+after all training, one model at a time (``--costs-only`` does only that), on the trained model or,
+when its file is gone (a run resumed in a new session), an untrained one of the same size. Every
+finished job is a JSON line of ``--out`` (default ``docs/descriptors.jsonl``); a re-run does only
+what is missing. The page (``docs/descriptors.md``) and its plot are rewritten at the end, or from
+the JSON lines alone with ``--markdown-only``; a ``## Conclusions`` section already on the page is
+kept.
 
-    python -m benchmarks.descriptors                       # the full run (about 2 hours on 2 cores)
+    python -m benchmarks.descriptors                       # the full run (hours on 2 cores)
     python -m benchmarks.descriptors --molecules ethanol --sizes 25 --models hist,kernel \
         --samples 200 --test-index 0:5 --out /tmp/desc_smoke.jsonl          # a smoke run
 """
@@ -49,7 +51,7 @@ import numpy as np
 import torch
 import yaml
 
-from benchmarks.accuracy.data import MoleculeData, Predictions, errors, prepare
+from benchmarks.accuracy.data import MoleculeData, Predictions, errors, prepare, rmd17_file
 from benchmarks.accuracy.models import _gnnpot_executable
 from benchmarks.sizes import CONFIGS, REPO
 
@@ -227,14 +229,40 @@ def run_job(job: Job) -> dict[str, Any]:
     return row
 
 
-def eval_cost(model_file: str, frame, repeats: int) -> float:
+def fresh_model(spec: Spec, frame, size: int) -> torch.nn.Module:
+    """An untrained model of the same architecture and size as the trained one (same cost per call).
+
+    The cost phase needs no trained file: a run resumed in a new session lacks those of earlier jobs.
+    """
+    from gnnpot.models import build_model
+    from gnnpot.models.coulomb_krr import CoulombKRR
+
+    elements = sorted({int(z) for z in frame.numbers})
+    if spec.trainer == "coulomb_krr":
+        model = CoulombKRR(elements, max_atoms=len(frame), num_train=size)
+    elif spec.trainer == "kernel":
+        inducing = min(NUM_INDUCING, size * len(frame))
+        model = build_model(
+            "kernel", cutoff=KERNEL_CUTOFF, elements=elements, num_inducing=inducing, num_channels=len(elements)
+        )
+    else:
+        config = yaml.safe_load((CONFIGS / spec.config).read_text())
+        hparams = config["model"].get("representation_hparams") or {}
+        model = build_model(
+            config["model"]["representation"], cutoff=config["data"]["cutoff"], elements=elements, **hparams
+        )
+    for buffer in model.buffers():  # unfitted inducing environments: any finite numbers
+        if buffer.is_floating_point() and not bool(torch.isfinite(buffer).all()):
+            buffer.normal_()
+    return model.eval()
+
+
+def eval_cost(model: torch.nn.Module, frame, repeats: int) -> float:
     """Median milliseconds of one energy-and-forces call on ``frame`` (eager, this process's threads)."""
     from torch_geometric.data import Batch
 
     from gnnpot.data.io import build_graphs
-    from gnnpot.models import load_model
 
-    model = load_model(model_file)
     batch = Batch.from_data_list(build_graphs([frame], model.cutoff))
     for _ in range(3):
         model(batch)
@@ -383,6 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=50, help="calls timed per evaluation cost")
     parser.add_argument("--work", default="/tmp/gnnpot-descriptors", help="runs and data files")
     parser.add_argument("--out", default=str(REPO / "docs" / "descriptors.jsonl"))
+    parser.add_argument("--costs-only", action="store_true", help="only measure the missing evaluation costs")
     parser.add_argument("--markdown-only", action="store_true", help="only rewrite the page from --out")
     return parser
 
@@ -393,7 +422,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     markdown = out.with_suffix(".md")
     command = "python -m benchmarks.descriptors" + ("" if argv is None else " " + " ".join(argv))
-    if not args.markdown_only:
+    if args.costs_only:
+        _measure_costs(args, out)
+    elif not args.markdown_only:
         _run(args, out)
     write_page(read_rows(out), markdown, command)
     print(f"wrote {markdown}")
@@ -432,18 +463,29 @@ def _run(args: argparse.Namespace, out: Path) -> None:
 
 
 def _measure_costs(args: argparse.Namespace, out: Path) -> None:
-    """Evaluation cost of the largest-N model of each (model, molecule), one at a time, appended as updated rows."""
+    """Evaluation cost and size of each (model, molecule) at the largest N, one model at a time.
+
+    The trained model file when it is still there, else an untrained one of the same architecture
+    (:func:`fresh_model`); appended as updated rows.
+    """
     from gnnpot.data.io import read_frames
+    from gnnpot.models import load_model
 
     torch.set_num_threads(1)
-    points = _latest(read_rows(out))
     largest = max(map(int, args.sizes.split(",")))
     with open(out, "a") as sink:
-        for (name, molecule, size), row in points.items():
+        for (name, molecule, size), row in _latest(read_rows(out)).items():
             if size != largest or "force_mae" not in row or row.get("eval_ms") is not None:
                 continue
-            frame = read_frames(Path(args.work) / molecule / "data" / "test.xyz", index="0")[0]
-            row = {**row, "eval_ms": round(eval_cost(row["model_file"], frame, args.repeats), 3)}
+            frame = read_frames(rmd17_file(args.rmd17, molecule, "test"), index="0")[0]
+            trained = Path(row.get("model_file", ""))
+            model = load_model(trained) if trained.is_file() else fresh_model(BY_NAME[name], frame, size)
+            row = {
+                **row,
+                "eval_ms": round(eval_cost(model, frame, args.repeats), 3),
+                "eval_model": "trained" if trained.is_file() else "untrained, same architecture",
+                "n_params": sum(p.numel() for p in model.parameters()),
+            }
             sink.write(json.dumps(row) + "\n")
             print(f"{name:12s} {molecule:8s} eval {row['eval_ms']:.2f} ms", flush=True)
 
