@@ -36,6 +36,8 @@ CELL: Final = "cell"  # [B, 3, 3] float, Å, rows are lattice vectors (zeros whe
 PBC: Final = "pbc"  # [B, 3] bool, periodic along each lattice vector
 NUM_ATOMS: Final = "natoms"  # [B] int64, atoms per frame
 BATCH: Final = "batch"  # [N] int64, frame index of each atom (PyG's own key)
+TOTAL_CHARGE: Final = "total_charge"  # [B] float, e, net charge of each frame (atoms.info "charge", else 0)
+CHARGES: Final = "charges"  # [N] float, e, fixed atomic charges (ASE "initial_charges"), only when given
 
 # --- graph (from the neighbour list, no gradients) ----------------------------------------
 EDGE_INDEX: Final = "edge_index"  # [2, E] int64, row 0 centre i, row 1 neighbour j
@@ -48,6 +50,17 @@ EDGE_VEC: Final = "edge_vec"  # [E, 3] float, Å, pos[j] - pos[i] + shift @ cell
 EDGE_LEN: Final = "edge_len"  # [E] float, Å
 SPECIES: Final = "species"  # [N] int64, index of z in the model's element list
 EDGE_PAIRED: Final = "edge_paired"  # Python bool, edges follow the pair convention (set by ForceField)
+
+# --- long-range head (gnnpot.nn.long_range: built by its prepare, no gradients) --------------
+COULOMB_PAIRS: Final = "coulomb_pairs"  # [2, P] int64, each pair (i, j) of the real-space sum once
+COULOMB_SHIFT: Final = "coulomb_shift"  # [P, 3] int64, lattice translation of j's image
+COULOMB_PERIODIC: Final = "coulomb_periodic"  # [P] bool, the pair's frame is periodic (Ewald real space)
+KVECTORS: Final = "kvectors"  # [K, 3] int64, reciprocal-lattice vectors n, k = 2 pi n @ inv(cell).T, half space
+KVECTOR_FRAME: Final = "kvector_frame"  # [K] int64, frame of each k-vector (sorted)
+
+# --- dispersion term (gnnpot.nn.dispersion: built by its prepare, no gradients) -------------
+D3_PAIRS: Final = "d3_pairs"  # [2, P] int64, each pair (i, j) within the D3 cutoff once
+D3_SHIFT: Final = "d3_shift"  # [P, 3] int64, lattice translation of j's image
 
 # --- labels and per-frame loss weights ------------------------------------------------------
 ENERGY: Final = "energy"  # [B] float, eV, total potential energy

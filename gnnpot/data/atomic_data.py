@@ -22,9 +22,15 @@ __all__ = ["MIN_DISTANCE", "AtomicData", "DataError"]
 class AtomicData(Data):
     """A structure as a PyG graph. Field names and shapes are in :mod:`gnnpot.keys`.
 
-    Per-frame fields (``cell``, ``pbc``, ``energy``, ``stress``, weights) carry a leading
-    dimension of 1, so that PyG's batching concatenates them into ``[num_frames, ...]``.
+    Per-frame fields (``cell``, ``pbc``, ``total_charge``, ``energy``, ``stress``, weights) carry a
+    leading dimension of 1, so that PyG's batching concatenates them into ``[num_frames, ...]``.
     Triplet indices point into edges, so batching offsets them by the number of edges.
+
+    Charges, for a long-range head (:mod:`gnnpot.nn.long_range`): every graph has the frame's net
+    charge ``total_charge`` (e; ``atoms.info["charge"]`` or ``["total_charge"]``, else the sum of
+    ``initial_charges`` as ASE's xtb and tblite calculators read it, else 0), so that
+    charged and neutral frames batch together. Per-atom ``charges`` (e) are stored only when the
+    atoms have ASE's ``initial_charges`` array; a batch mixes frames that all have them or none.
     """
 
     def __inc__(self, key: str, value: Any, *args: Any, **kwargs: Any) -> Any:
@@ -83,6 +89,7 @@ class AtomicData(Data):
             raise DataError(f"{where}: {err}") from err
         check_min_distance(i, j, dist, where)
         dtype = dtype or torch.get_default_dtype()
+        total_charge, charges = _charges(atoms, where)
         data = cls(
             z=torch.as_tensor(atoms.numbers, dtype=torch.long),
             pos=torch.as_tensor(pos, dtype=dtype),
@@ -92,8 +99,11 @@ class AtomicData(Data):
             edge_index=torch.as_tensor(np.stack([i, j])),
             edge_shift=torch.as_tensor(shifts),
             frame_id=torch.tensor([frame_id]),
+            total_charge=torch.tensor([total_charge], dtype=dtype),
             num_nodes=num_atoms,
         )
+        if charges is not None:
+            data[keys.CHARGES] = torch.as_tensor(charges, dtype=dtype)
         if checked is not None:
             data._set_labels(checked, weights or {}, dtype)
         return data
@@ -131,6 +141,10 @@ class AtomicData(Data):
             cell=self[keys.CELL][0].detach().cpu().double().numpy(),
             pbc=self[keys.PBC][0].cpu().numpy(),
         )
+        if self.get(keys.CHARGES) is not None:
+            atoms.set_initial_charges(self[keys.CHARGES].detach().cpu().double().numpy())
+        if self.get(keys.TOTAL_CHARGE) is not None and float(self[keys.TOTAL_CHARGE][0]) != 0.0:
+            atoms.info["charge"] = float(self[keys.TOTAL_CHARGE][0])
         results = {}
         if self.has_label(keys.ENERGY):
             results["energy"] = float(self[keys.ENERGY][0])
@@ -141,3 +155,32 @@ class AtomicData(Data):
         if results:
             atoms.calc = SinglePointCalculator(atoms, **results)
         return atoms
+
+
+# Where a frame's net charge is read from ``atoms.info``, first found first (MACE and fairchem use "charge").
+TOTAL_CHARGE_INFO = ("charge", "total_charge")
+
+
+def _charges(atoms: Atoms, where: str) -> tuple[float, np.ndarray | None]:
+    """The frame's net charge (e) and its per-atom ``initial_charges`` [N] (e) or ``None``.
+
+    The net charge is ``atoms.info``'s (:data:`TOTAL_CHARGE_INFO`), else the sum of the initial
+    charges, else 0.
+
+    Raises:
+        DataError: a net charge or a per-atom charge that is not a finite number.
+    """
+    fallback = float(np.sum(atoms.get_initial_charges())) if atoms.has("initial_charges") else 0.0
+    total = next((atoms.info[name] for name in TOTAL_CHARGE_INFO if atoms.info.get(name) is not None), fallback)
+    try:
+        total = float(total)
+    except (TypeError, ValueError) as err:
+        raise DataError(f"{where}: the total charge must be a number (e), got {total!r}") from err
+    if not np.isfinite(total):
+        raise DataError(f"{where}: the total charge must be finite, got {total!r}")
+    if not atoms.has("initial_charges"):
+        return total, None
+    charges = np.asarray(atoms.get_initial_charges(), dtype=np.float64)
+    if not np.isfinite(charges).all():
+        raise DataError(f"{where}: initial_charges has NaN or inf values")
+    return total, charges

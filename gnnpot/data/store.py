@@ -5,9 +5,11 @@ LMDB was chosen over HDF5 by measurement (``python -m benchmarks.ondisk``, docs/
 single-frame reads, the access pattern of a shuffled DataLoader, are the operation that matters.
 
 A record is a small JSON header (atom count, cell, pbc, energy, which arrays follow, ``info``)
-followed by the raw arrays (atomic numbers as uint8, positions, forces and stress as float64), so
-reading one never unpickles anything. Frames are checked (:func:`gnnpot.data.io.check_atoms`)
-once, when converted, and keep every digit of their float64 values.
+followed by the raw arrays (atomic numbers as uint8, positions, forces, stress and ASE's
+``initial_charges`` as float64), so reading one never unpickles anything. The charges come last
+and only when the frame has them, so records written before they were stored read the same.
+Frames are checked (:func:`gnnpot.data.io.check_atoms`) once, when converted, and keep every digit
+of their float64 values.
 
 :class:`FrameStore` is a read-only ``Sequence[Atoms]`` that opens the database lazily in each
 process, so DataLoader workers (forked or spawned) each get their own handle.
@@ -59,6 +61,9 @@ def encode_frame(atoms: Atoms) -> bytes:
         arrays.append(np.asarray(labels[keys.FORCES], dtype=np.float64))
     if header["stress"]:
         arrays.append(np.asarray(labels[keys.STRESS], dtype=np.float64).reshape(3, 3))
+    if atoms.has("initial_charges"):  # for a long-range head's fixed charges (keys.CHARGES)
+        header["charges"] = True
+        arrays.append(np.asarray(atoms.get_initial_charges(), dtype=np.float64))
     text = json.dumps(header, separators=(",", ":")).encode()
     return _HEADER.pack(len(text)) + text + b"".join(np.ascontiguousarray(a).tobytes() for a in arrays)
 
@@ -87,6 +92,8 @@ def decode_frame(data: bytes) -> Atoms:
         labels[keys.FORCES] = take(np.float64, (n, 3))
     if header["stress"]:
         labels[keys.STRESS] = take(np.float64, (3, 3))
+    if header.get("charges"):
+        atoms.set_initial_charges(take(np.float64, (n,)))
     atoms.calc = SinglePointCalculator(atoms, **labels)
     return atoms
 

@@ -15,11 +15,22 @@ from gnnpot.models import coulomb_krr
 from gnnpot.models.forces import ForceField
 from gnnpot.models.potential import Potential
 from gnnpot.nn import AtomwiseReadout, ScaleShift, ZBLRepulsion
+from gnnpot.nn.dispersion import D3Dispersion
+from gnnpot.nn.long_range import Electrostatics, FixedCharges, LatentCharges
 from gnnpot.nn.readout import LinearReadout
 from gnnpot.representations import check_hparams, get_family
 
 # Readouts by the name a family gives as its class attribute ``Representation.readout``.
 READOUTS = {"mlp": AtomwiseReadout, "linear": LinearReadout}
+
+# Long-range heads by the ``kind`` of a ``long_range`` config: where the charges come from, and the
+# defaults of the Electrostatics options. Learned charges are Gaussians 1 Å wide, as in LES: a point
+# charge's 1/r at bond lengths would be a large term for the local model to cancel. Fixed charges
+# are point charges (a Madelung energy, a classical force field's charges).
+LONG_RANGE_KINDS = {
+    "ewald": (lambda num_features: LatentCharges(num_features), {"smearing": 1.0, "cutoff": 8.0, "accuracy": 1e-6}),
+    "fixed_charges": (lambda num_features: FixedCharges(), {"smearing": 0.0, "cutoff": 8.0, "accuracy": 1e-6}),
+}
 
 
 def to_atomic_numbers(elements: Sequence[str | int]) -> list[int]:
@@ -48,6 +59,8 @@ def build_model(
     e0: Mapping[str | int, float] | None = None,
     scale: float = 1.0,
     zbl: bool = False,
+    long_range: Mapping[str, Any] | None = None,
+    dispersion: Mapping[str, Any] | None = None,
     **hparams: Any,
 ) -> ForceField:
     """Build a potential with forces and stress.
@@ -59,6 +72,13 @@ def build_model(
         e0: per-element reference energies (eV) by symbol or atomic number; missing ones are 0.
         scale: energy scale (eV) applied to the readout, e.g. the force RMS of the data.
         zbl: add the ZBL short-range repulsion prior.
+        long_range: an electrostatic head (:mod:`gnnpot.nn.long_range`), e.g. ``{"kind": "ewald"}``
+            (charges learned from the features) or ``{"kind": "fixed_charges"}`` (the data's
+            ``initial_charges``), with ``smearing`` (Å, Gaussian charge width), ``cutoff`` (Å, Ewald
+            real space) and ``accuracy`` (see :data:`LONG_RANGE_KINDS` for the defaults); ``None``
+            for a purely local model. The config records it with every option filled in.
+        dispersion: a fixed DFT-D3(BJ) term (:mod:`gnnpot.nn.dispersion`), e.g. ``{"functional":
+            "pbe"}``, with optional ``cutoff`` and ``cn_cutoff`` (Å); ``None`` for none.
         **hparams: the family's hyperparameters (``num_features``, ``num_interactions``, ...).
     """
     family_class = get_family(representation)
@@ -72,12 +92,15 @@ def build_model(
             raise ValueError(f"e0 given for element {key!r}, which is not in elements")
         shift[numbers.index(number)] = float(value)
     family = family_class(num_elements=len(numbers), cutoff=cutoff, **hparams)
+    head, long_range = long_range_head(long_range, family.num_features)
     potential = Potential(
         representation=family,
         readout=READOUTS[family_class.readout](family.num_features),
         scale_shift=ScaleShift(len(numbers), shift=shift, scale=scale),
         elements=numbers,
         pair_repulsion=ZBLRepulsion(cutoff) if zbl else None,
+        long_range=head,
+        dispersion=D3Dispersion(**dispersion) if dispersion is not None else None,
     )
     config = {
         "representation": representation,
@@ -88,7 +111,36 @@ def build_model(
         "zbl": bool(zbl),
         "hparams": dict(hparams),
     }
+    if long_range is not None:  # absent otherwise, so configs of local models stay as they were
+        config["long_range"] = long_range
+    if dispersion is not None:
+        config["dispersion"] = dict(dispersion)
     return ForceField(potential, config=config)
+
+
+def long_range_head(
+    config: Mapping[str, Any] | None, num_features: int
+) -> tuple[Electrostatics | None, dict[str, Any] | None]:
+    """The electrostatic head a ``long_range`` config describes, and the config with every option filled in.
+
+    Args:
+        config: ``{"kind": ..., **options}`` (see :func:`build_model`), or ``None`` for no head.
+        num_features: width of the family's invariant features (the input of learned charges).
+
+    Raises:
+        ValueError: an unknown kind or option.
+    """
+    if config is None:
+        return None, None
+    options = dict(config)
+    kind = options.pop("kind", None)
+    if kind not in LONG_RANGE_KINDS:
+        raise ValueError(f"long_range kind must be one of {sorted(LONG_RANGE_KINDS)}, got {kind!r}")
+    charges, defaults = LONG_RANGE_KINDS[kind]
+    if unknown := sorted(set(options) - set(defaults)):
+        raise ValueError(f"unknown long_range option(s) {unknown} for kind {kind!r}; accepted: {sorted(defaults)}")
+    options = {name: float(options.get(name, default)) for name, default in defaults.items()}
+    return Electrostatics(charges(num_features), **options), {"kind": kind, **options}
 
 
 def model_from_config(config: Mapping[str, Any]) -> ForceField:
@@ -106,6 +158,8 @@ def model_from_config(config: Mapping[str, Any]) -> ForceField:
         e0=config.get("e0"),
         scale=config.get("scale", 1.0),
         zbl=config.get("zbl", False),
+        long_range=config.get("long_range"),
+        dispersion=config.get("dispersion"),
         **config.get("hparams", {}),
     )
 

@@ -5,10 +5,21 @@ The data flows one way: the input graph's tensors (:class:`EnergyInputs`, with t
 builds the family's graph (:func:`~gnnpot.representations.family_graph`) and takes one gradient.
 The same function runs eagerly or traced and compiled (:mod:`gnnpot.models.compiled`).
 
-The energy depends on positions and cell only through the edge vectors ``r_e``, so one gradient
-``g_e = dE/dr_e`` gives both: ``F_i = sum_{e: i_e = i} g_e - sum_{e: j_e = i} g_e`` and the virial
-``W = sum_e r_e (x) g_e``, whose symmetric part over the cell volume is the stress (ASE sign:
-positive = tensile, ``stress = (1/V) dE/d(strain)``).
+The energy of a local model depends on positions and cell only through the edge vectors ``r_e``,
+so one gradient ``g_e = dE/dr_e`` gives both: ``F_i = sum_{e: i_e = i} g_e - sum_{e: j_e = i} g_e``
+and the virial ``W = sum_e r_e (x) g_e``, whose symmetric part over the cell volume is the stress
+(ASE sign: positive = tensile, ``stress = (1/V) dE/d(strain)``).
+
+A model with a long-range head or a dispersion term (:attr:`Potential.direct_geometry`) also
+depends on positions and cell directly (Ewald phases, all-pairs Coulomb, D3 pairs). Its graph then
+carries ``pos`` and ``cell`` as tensors of their own, apart from the ones the edge vectors are
+computed from, and the same gradient call also takes ``g_pos = dE/dpos`` and ``g_cell = dE/dcell``
+(partial derivatives: the paths through the edge vectors are in ``g_e``). A symmetric strain
+``eps`` moves both, ``pos -> pos (1 + eps)`` and ``cell -> cell (1 + eps)``, so those paths add
+``-g_pos`` to the forces and ``dE/d(eps) = pos^T g_pos + cell^T g_cell`` to the virial; the total
+derivative is the sum of the partial ones, so nothing is counted twice. The cell term is booked
+evenly on the frame's atoms. The compiled path does not cover such models
+(:meth:`ForceField.enable_compile` refuses them).
 """
 
 from __future__ import annotations
@@ -37,8 +48,10 @@ class EnergyInputs:
     Attributes:
         pos: [N, 3] Å. cell: [B, 3, 3] Å. z: [N] atomic numbers. species: [N] species index.
         edge_index: [2, E]. edge_shift: [E, 3] integer. batch: [N] frame of each atom.
-        prepared: the family's :meth:`~gnnpot.representations.Representation.prepare` tensors.
+        prepared: the tensors of :meth:`Potential.prepare` (the family's, and the extra terms').
         paired: edges follow the pair convention of :mod:`gnnpot.keys`.
+        direct_geometry: the energy depends on ``pos`` and ``cell`` directly, not only through the
+            edge vectors (:attr:`Potential.direct_geometry`: a long-range head or dispersion).
     """
 
     pos: Tensor
@@ -50,6 +63,7 @@ class EnergyInputs:
     batch: Tensor
     prepared: dict[str, Tensor]
     paired: bool = False
+    direct_geometry: bool = False
 
     TENSORS: ClassVar[tuple[str, ...]] = ("pos", "cell", "z", "species", "edge_index", "edge_shift", "batch")
 
@@ -83,7 +97,7 @@ def energy_gradients(
         create_graph: keep the graph of the gradient (force training needs the second derivative).
 
     Written as one function of tensors with no data-dependent branches, so that
-    :mod:`gnnpot.models.compiled` can trace it.
+    :mod:`gnnpot.models.compiled` can trace it (``inputs.direct_geometry`` is fixed per model).
     """
     i, j = inputs.edge_index[0], inputs.edge_index[1]
     num_atoms = inputs.pos.shape[0]
@@ -91,6 +105,10 @@ def energy_gradients(
         edge_vec = edge_vectors(inputs.pos, inputs.cell, inputs.edge_index, inputs.edge_shift, inputs.batch)
         if not edge_vec.requires_grad:  # a leaf unless the caller wants derivatives through pos
             edge_vec.requires_grad_(True)
+        prepared, direct = inputs.prepared, []
+        if inputs.direct_geometry:
+            direct = [_direct_input(inputs.pos), _direct_input(inputs.cell)]
+            prepared = {**prepared, keys.POSITIONS: direct[0], keys.CELL: direct[1]}
         graph = family_graph(
             inputs.z,
             inputs.species,
@@ -99,17 +117,57 @@ def energy_gradients(
             edge_vec,
             inputs.batch,
             inputs.paired,
-            inputs.prepared,
+            prepared,
         )
         atomic = potential(graph, baseline)
-        (grad,) = torch.autograd.grad(atomic.sum(), [edge_vec], create_graph=create_graph, allow_unused=True)
+        grad, *direct_grads = torch.autograd.grad(
+            atomic.sum(), [edge_vec, *direct], create_graph=create_graph, allow_unused=True
+        )
     if grad is None:  # no edges reach the energy (isolated atoms)
         grad = torch.zeros_like(edge_vec)
     forces = scatter_sum(grad, i, num_atoms) - scatter_sum(grad, j, num_atoms)
     virial = None
     if want_virial:
         virial = scatter_sum(edge_vec.unsqueeze(-1) * grad.unsqueeze(-2), i, num_atoms)
+    if inputs.direct_geometry:
+        forces, virial = _add_direct(inputs, direct_grads, forces, virial)
     return atomic, forces, virial
+
+
+def _direct_input(tensor: Tensor) -> Tensor:
+    """A copy of ``pos`` or ``cell`` for the direct dependence, differentiable on its own.
+
+    A copy, so that its gradient holds only the paths through it, not those through the edge
+    vectors computed from the original; still connected to the original when the caller
+    differentiates through positions.
+    """
+    copy = tensor.clone()
+    if not copy.requires_grad:
+        copy.requires_grad_(True)
+    return copy
+
+
+def _add_direct(
+    inputs: EnergyInputs, grads: list[Tensor | None], forces: Tensor, virial: Tensor | None
+) -> tuple[Tensor, Tensor | None]:
+    """Forces and per-atom virials with the direct paths added (see the module docstring).
+
+    Args:
+        inputs: the graph's tensors.
+        grads: ``[dE/dpos [N, 3], dE/dcell [B, 3, 3]]``, ``None`` where the energy does not reach them.
+        forces: [N, 3] forces through the edge vectors.
+        virial: [N, 3, 3] per-atom virials through the edge vectors, or ``None``.
+    """
+    grad_pos, grad_cell = grads
+    grad_pos = torch.zeros_like(inputs.pos) if grad_pos is None else grad_pos
+    grad_cell = torch.zeros_like(inputs.cell) if grad_cell is None else grad_cell
+    forces = forces - grad_pos
+    if virial is not None:
+        num_frames = inputs.cell.shape[0]
+        counts = scatter_sum(torch.ones_like(inputs.pos[:, 0]), inputs.batch, num_frames).clamp(min=1)
+        cell_virial = inputs.cell.transpose(1, 2) @ grad_cell / counts.view(-1, 1, 1)
+        virial = virial + inputs.pos.unsqueeze(-1) * grad_pos.unsqueeze(-2) + gather(cell_virial, inputs.batch)
+    return forces, virial
 
 
 def centred_positions(pos: Tensor, batch: Tensor, num_frames: int, dtype: torch.dtype) -> Tensor:
@@ -186,7 +244,17 @@ class ForceField(nn.Module):
         The first call for each new kind of input (training or inference, with or without stress,
         dtype, device) traces and compiles, which takes seconds to a minute; later calls reuse it,
         whatever the numbers of atoms and edges.
+
+        Raises:
+            ValueError: the model has a long-range head or a dispersion term. Their pair lists,
+                k-vectors and loops over periodic frames change with every input, which a graph
+                traced once cannot follow; such a model runs eagerly.
         """
+        if enabled and self.potential.direct_geometry:
+            raise ValueError(
+                "the compiled path does not cover models with a long-range head or dispersion "
+                "(long_range, dispersion); run them eagerly (compile: false)"
+            )
         self.compiled = bool(enabled)
         self._compiled_fns = {}
         return self
@@ -214,8 +282,9 @@ class ForceField(nn.Module):
             edge_index=data[keys.EDGE_INDEX],
             edge_shift=data[keys.EDGE_SHIFT],
             batch=batch,
-            prepared=self.potential.representation.prepare(data),
+            prepared=self.potential.prepare(data),
             paired=edges_paired(data[keys.EDGE_INDEX], data[keys.EDGE_SHIFT]),
+            direct_geometry=self.potential.direct_geometry,
         )
         want_virial = bool(data[keys.PBC].any())
         create_graph = self.training and torch.is_grad_enabled()

@@ -76,6 +76,12 @@ class PotentialModule(L.LightningModule):
         cutoff: neighbour radius, Å (the CLI links it to ``data.cutoff``).
         elements: element symbols or atomic numbers; ``None`` infers them from the training split.
         zbl: add the ZBL short-range repulsion prior.
+        long_range: an electrostatic head, e.g. ``{kind: ewald}`` (charges learned from the features)
+            or ``{kind: fixed_charges}`` (the data's ``initial_charges``), with ``smearing``,
+            ``cutoff`` and ``accuracy`` (see :func:`gnnpot.models.build_model`); ``None`` for none.
+            With ``init_from``, ``None`` keeps the source model's head. Not with ``compile``.
+        dispersion: a fixed DFT-D3(BJ) term, e.g. ``{functional: pbe}`` (see
+            :func:`gnnpot.models.build_model`); ``None`` for none. Not with ``compile``.
         e0: per-element reference energies: a method (``auto``, ``lstsq``, ``isolated``) or ``{symbol: eV}``.
         isolated_atoms_file: structures with isolated-atom energies for ``e0`` (e.g. ``isolated_atoms.xyz``).
         scale: energy scale of the readout: ``forces_rms``, ``energy_std`` or a number (eV).
@@ -115,6 +121,8 @@ class PotentialModule(L.LightningModule):
         cutoff: float = 5.0,
         elements: list[str | int] | None = None,
         zbl: bool = False,
+        long_range: dict[str, Any] | None = None,
+        dispersion: dict[str, Any] | None = None,
         e0: str | dict[str, float] = "auto",
         isolated_atoms_file: str | None = None,
         scale: str | float = "forces_rms",
@@ -167,6 +175,8 @@ class PotentialModule(L.LightningModule):
         self.hparams["representation_hparams"] = dict(representation_hparams or {})
         if source is not None:  # the architecture and the energy scale are the source model's
             self.hparams.update(zbl=bool(source["zbl"]), scale=float(source["scale"]))
+            if long_range is None:
+                self.hparams["long_range"] = source.get("long_range")
         if elements is not None:
             self.hparams["elements"] = [chemical_symbols[z] for z in to_atomic_numbers(elements)]
         self.loss_fn = PotentialLoss(energy_weight, forces_weight, stress_weight, kind=loss, huber_delta=huber_delta)
@@ -209,6 +219,8 @@ class PotentialModule(L.LightningModule):
             e0=hp.e0,
             scale=float(hp.scale),
             zbl=hp.zbl,
+            long_range=hp.get("long_range"),
+            dispersion=hp.get("dispersion"),
             **hp.representation_hparams,
         ).enable_compile(hp.get("compile", False))
         self.ema = EMA(self.model, hp.ema_decay) if hp.ema_decay is not None else None
