@@ -12,8 +12,9 @@ $(BIN)/gnnpot: pyproject.toml
 	# torch first and pinned: an unpinned torch pulls the CUDA build on machines that have no GPU.
 	$(BIN)/python -m pip install --quiet $(TORCH)
 	# label: PySCF and tblite (xtb) for `gnnpot data label` and its tests (wheels, ~60 MB);
-	# engines: i-PI for `gnnpot serve` and its test (pure-Python wheel, <1 MB)
-	$(BIN)/python -m pip install --quiet -e ".[test,label,engines]"
+	# engines: i-PI for `gnnpot serve` and its test (pure-Python wheel, <1 MB); torchsim: torch-sim
+	# for batched MD of many systems (gnnpot.calculators.torchsim) and its test
+	$(BIN)/python -m pip install --quiet -e ".[test,label,engines,torchsim]"
 	touch $@
 
 install: $(BIN)/gnnpot

@@ -3,6 +3,7 @@
 __version__ = "0.1.0"
 
 from gnnpot.calculators import GNNPotCalculator
+from gnnpot.calculators.predict import predict
 from gnnpot.models import (
     ForceField,
     Potential,
@@ -23,6 +24,7 @@ __all__ = [
     "build_model",
     "list_pretrained",
     "load_model",
+    "predict",
     "read_metadata",
     "save_model",
 ]
