@@ -14,6 +14,7 @@
     gnnpot fit-kernel --data FILE --out MODEL [--type kernel|coulomb_krr] [--val FILE] [--num-inducing M]
     gnnpot eval --model MODEL (--data FILE | --split split.json) [--json] [--plot PNG]
     gnnpot export RUN_OR_CKPT OUT [--test-data FILE | --no-eval]
+    gnnpot deploy MODEL OUT [--dtype float32|float64]
     gnnpot md --model MODEL [MODEL ...] --structure FILE --ensemble nve|nvt|npt --temperature K
               --timestep FS --steps N [--out TRAJ] [--log FILE] [--max-force-std X] [--min-distance R]
     gnnpot relax --model MODEL --structure FILE [--fmax F] [--cell] [--out FILE]
@@ -25,7 +26,7 @@
 MODEL is a model file, a Lightning checkpoint of a run, a run folder or a pretrained name.
 
 :func:`main` dispatches on the first word, one module per command group: :mod:`gnnpot.cli.data`,
-:mod:`gnnpot.cli.models` (``eval``, ``export``, ``pretrained``), :mod:`gnnpot.cli.kernel` (``fit-kernel``),
+:mod:`gnnpot.cli.models` (``eval``, ``export``, ``deploy``, ``pretrained``), :mod:`gnnpot.cli.kernel` (``fit-kernel``),
 :mod:`gnnpot.cli.dynamics` (``md``, ``relax``) and :mod:`gnnpot.cli.benchmark` use argparse with ``--kebab-case``
 options; ``fit``, ``validate`` and ``test`` go to the LightningCLI subclass :class:`gnnpot.cli.training.GNNPotCLI`
 (options ``--trainer.*``, ``--model.*``, ``--data.*``, ``--run.*`` as Lightning spells them).
@@ -43,7 +44,7 @@ from gnnpot.cli.data import data_main
 from gnnpot.cli.dynamics import md_main, relax_main
 from gnnpot.cli.kernel import fit_kernel_main
 from gnnpot.cli.learn import learn_main
-from gnnpot.cli.models import eval_main, export_main, pretrained_main
+from gnnpot.cli.models import deploy_main, eval_main, export_main, pretrained_main
 from gnnpot.cli.serve import serve_main
 
 TRAINING_COMMANDS = ("fit", "validate", "test")
@@ -62,6 +63,7 @@ commands:
   fit-kernel      fit a kernel model in closed form (GAP-like sparse kernel, Coulomb-matrix KRR)
   eval            metrics of a trained model on any dataset (rMD17 npz, extxyz, ASE db)
   export          write a training run as a model file (config + weights + metadata, test metrics)
+  deploy          write a model as a TorchScript file that needs torch alone (OpenMM-Torch, LAMMPS)
   md              molecular dynamics (NVE, NVT, NPT) with a model or a committee
   relax           geometry (and cell) optimisation
   serve           the model as an i-PI client (driver): i-PI runs the dynamics, gnnpot the forces
@@ -122,6 +124,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "eval": eval_main,
     "fit-kernel": fit_kernel_main,
     "export": export_main,
+    "deploy": deploy_main,
     "md": md_main,
     "relax": relax_main,
     "serve": serve_main,

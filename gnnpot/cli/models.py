@@ -1,4 +1,4 @@
-"""``gnnpot eval``, ``gnnpot export`` and ``gnnpot pretrained``: trained models, measured and written."""
+"""``gnnpot eval``, ``export``, ``deploy`` and ``pretrained``: trained models, measured and written."""
 
 from __future__ import annotations
 
@@ -160,6 +160,48 @@ def _export(args: argparse.Namespace) -> int:
     if "test_metrics" in metadata:
         print(f"test metrics on {metadata['test_data']['file']} ({metadata['test_data']['num_frames']} frames):")
         print(format_metrics(metadata["test_metrics"]))
+    return 0
+
+
+def deploy_main(argv: Sequence[str]) -> int:
+    """``gnnpot deploy MODEL OUT``: a model as a TorchScript file that needs torch alone.
+
+    Args:
+        argv: the arguments after ``gnnpot deploy``.
+    """
+    parser = ArgumentParser(
+        prog="gnnpot deploy",
+        description="Write a model (a model file, a Lightning checkpoint of a gnnpot run, a run folder or a "
+        "pretrained name) as one TorchScript file that torch.jit.load reads without gnnpot, for MD engines "
+        "(OpenMM-Torch, LAMMPS). Its forward(pos, z, cell, pbc, edge_index, edge_shift) returns energy (eV), "
+        "forces (eV/Å) and virial (eV, -dE/dstrain: ASE stress = -virial/volume); the file's extra file "
+        "gnnpot.json holds elements, cutoff, units, dtype and the I/O conventions (see gnnpot.models.deploy).",
+    )
+    parser.add_argument("model", help="e.g. model.pt, runs/painn/version_0 or painn-emt-cuau")
+    parser.add_argument("out", help="TorchScript file to write, e.g. deployed.pt")
+    parser.add_argument(
+        "--dtype",
+        default=None,
+        choices=("float32", "float64"),
+        help="float dtype of the deployed model (default: the model's own)",
+    )
+    args = parser.parse_args(list(argv))
+    return guarded("deploy", _deploy, args)
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    """Write the deployed file and print its size, family, elements, cutoff and dtype."""
+    from gnnpot.models import load_model
+    from gnnpot.models.deploy import DTYPES, deploy_model, load_deployed
+
+    model = load_model(args.model)
+    dtype = DTYPES[args.dtype] if args.dtype else None
+    path = deploy_model(model, args.out, dtype=dtype, metadata=model.metadata)
+    _, info = load_deployed(path)  # read back: what was written loads
+    print(
+        f"wrote {path} ({path.stat().st_size / 2**20:.2f} MiB TorchScript, {info['family']}, "
+        f"elements {' '.join(info['elements'])}, cutoff {info['cutoff']} Å, {info['dtype']})"
+    )
     return 0
 
 
