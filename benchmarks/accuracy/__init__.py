@@ -8,7 +8,8 @@ held-out frames (``rmd17_<molecule>_test_01.npz``, all 1000 unless ``--test-fram
 
 Models (``--models``, default all):
     * every gnnpot family with ``configs/<family>_rmd17.yaml`` (``gnnpot fit`` at the config's
-      paper hyperparameters);
+      hyperparameters; ``configs/<family>_rmd17_cpu.yaml`` instead where a family has a CPU recipe),
+      bounded by the clock alone, so that a cosine schedule anneals at the budget;
     * ``peer-mace``: ``mace_run_train`` in ``/tmp/peer-mace`` (MACE "small" of the speed benchmark,
       MACE's rMD17 recipe);
     * ``peer-nequip``: ``nequip-train`` in ``/tmp/peer-nequip`` (the published revMD17 NequIP).

@@ -1,9 +1,11 @@
 """What the runner needs of a trained model (:class:`Model`), and gnnpot's families as such models.
 
-A gnnpot family trains with ``gnnpot fit --config configs/<family>_rmd17.yaml`` on the benchmark's
-split and writes ``last.ckpt`` (weights only; :func:`gnnpot.models.load_model` reads its EMA
-weights) every ``checkpoint_s`` seconds of training. Its snapshots are evaluated in this process.
-The peers are in :mod:`benchmarks.accuracy.peers`.
+A gnnpot family trains with ``gnnpot fit --config configs/<family>_rmd17_cpu.yaml`` where the
+family has a CPU recipe, else ``configs/<family>_rmd17.yaml``, on the benchmark's split. Only the
+clock bounds the run (``max_epochs -1``), so a cosine schedule and ``stage_two_fraction`` follow the
+budget (:mod:`gnnpot.training.module`). It writes ``last.ckpt`` (weights only;
+:func:`gnnpot.models.load_model` reads its EMA weights) every ``checkpoint_s`` seconds of training.
+Its snapshots are evaluated in this process. The peers are in :mod:`benchmarks.accuracy.peers`.
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ def _gnnpot_executable() -> list[str]:
 
 @dataclass
 class GnnpotFamily:
-    """A gnnpot family trained from ``configs/<family>_rmd17.yaml``.
+    """A gnnpot family trained from its rMD17 config (the CPU recipe where there is one).
 
     Args:
         family: a name in :data:`gnnpot.REGISTRY` with an rMD17 config.
@@ -109,8 +111,13 @@ class GnnpotFamily:
 
     @property
     def config(self) -> Path:
-        """``configs/<family>_rmd17.yaml``."""
-        return CONFIGS / f"{self.family}_rmd17.yaml"
+        """``configs/<family>_rmd17_cpu.yaml`` when it exists, else ``configs/<family>_rmd17.yaml``.
+
+        The benchmark runs on CPU: a family whose rMD17 config is a GPU recipe (``mace``: 256
+        channels, l_max 2) has a CPU one sized for hours, not days, on a CPU core.
+        """
+        cpu = CONFIGS / f"{self.family}_rmd17_cpu.yaml"
+        return cpu if cpu.is_file() else CONFIGS / f"{self.family}_rmd17.yaml"
 
     def missing(self) -> str | None:  # noqa: D102
         return None if self.config.is_file() else f"no {self.config}"
@@ -119,7 +126,8 @@ class GnnpotFamily:
         return [
             *_gnnpot_executable(), "fit", "--config", str(self.config),
             "--data.train_file", str(data.train_npz), "--data.test_file", "null", "--data.split_file", str(data.split),
-            "--trainer.max_time", clock(budget_s), "--trainer.enable_progress_bar", "false",
+            "--trainer.max_time", clock(budget_s), "--trainer.max_epochs", "-1",
+            "--trainer.enable_progress_bar", "false",
             # last.ckpt only, unmonitored: a monitored checkpoint waits for the first validation
             # (an epoch: minutes for the slow families) before it saves anything
             "--checkpoint.monitor", "null", "--checkpoint.save_top_k", "0",

@@ -15,10 +15,17 @@ model without the data.
 * the family's ``data_statistics`` (NequIP's ``avg_num_neighbors``): from the training graphs
   unless ``representation_hparams`` gives a number (or ``null`` for none).
 
-Stage two (MACE's "SWA" stage): from epoch ``stage_two_start`` on, the loss uses
-``stage_two_energy_weight`` and ``stage_two_forces_weight`` (MACE's defaults 1000 and 100) to pull
-the total energy in after a force-dominated first stage. The validation loss changes meaning there,
-so the best-checkpoint and early-stopping records start afresh at the switch.
+Stage two (MACE's "SWA" stage): from epoch ``stage_two_start`` on (or from the first epoch that
+starts past ``stage_two_fraction`` of the run), the loss uses ``stage_two_energy_weight`` and
+``stage_two_forces_weight`` (MACE's defaults 1000 and 100) to pull the total energy in after a
+force-dominated first stage. The validation loss changes meaning there, so the best-checkpoint and
+early-stopping records start afresh at the switch.
+
+The run's length, for the cosine schedule and ``stage_two_fraction``, is whichever of the trainer's
+limits ends it first: its optimizer steps (``max_epochs`` or ``max_steps``) or its wall-clock time
+(``max_time``). A run bounded by ``max_time`` alone therefore anneals to ``min_lr`` at the deadline,
+which is what a fixed time budget needs; the schedule then depends on the machine's speed, so such a
+run is not bit-for-bit reproducible.
 
 Fine-tuning: ``init_from`` (a model file, a run folder or checkpoint, or a pretrained name) starts
 from a trained model. Its family, hyperparameters, cutoff, ZBL prior, energy scale and data
@@ -43,7 +50,7 @@ import lightning as L
 import numpy as np
 import torch
 from ase.data import chemical_symbols
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, Timer
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch_geometric.data import Batch
@@ -95,7 +102,7 @@ class PotentialModule(L.LightningModule):
         weight_decay: weight decay (decoupled for ``adamw``).
         amsgrad: use the AMSGrad variant.
         scheduler: ``plateau`` (ReduceLROnPlateau on ``monitor``), ``cosine`` (to ``min_lr`` over the
-            run's optimizer steps) or ``none``.
+            run: its optimizer steps or its ``max_time``, whichever ends it first) or ``none``.
         lr_factor: factor of each plateau reduction.
         lr_patience: epochs without improvement of ``monitor`` before a reduction.
         min_lr: the learning rate never goes below this.
@@ -104,6 +111,8 @@ class PotentialModule(L.LightningModule):
         monitor: metric the plateau scheduler watches.
         ema_decay: decay of the weight average used for validation, testing and saving; ``None`` for none.
         stage_two_start: first epoch of stage two; ``None`` for no stage two.
+        stage_two_fraction: or start stage two at the first epoch that begins past this fraction of
+            the run (steps or time, see the module docstring); not with ``stage_two_start``.
         stage_two_energy_weight: energy weight in stage two.
         stage_two_forces_weight: force weight in stage two (stress keeps ``stress_weight``).
         compile: train and validate through the compiled path (:meth:`ForceField.enable_compile`):
@@ -143,6 +152,7 @@ class PotentialModule(L.LightningModule):
         monitor: str = "val/loss",
         ema_decay: float | None = 0.99,
         stage_two_start: int | None = None,
+        stage_two_fraction: float | None = None,
         stage_two_energy_weight: float = 1000.0,
         stage_two_forces_weight: float = 100.0,
         compile: bool = False,
@@ -170,6 +180,10 @@ class PotentialModule(L.LightningModule):
             raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps!r}")
         if stage_two_start is not None and stage_two_start < 1:
             raise ValueError(f"stage_two_start must be an epoch >= 1 or null, got {stage_two_start!r}")
+        if stage_two_fraction is not None and not 0 < stage_two_fraction < 1:
+            raise ValueError(f"stage_two_fraction must be in (0, 1) or null, got {stage_two_fraction!r}")
+        if stage_two_start is not None and stage_two_fraction is not None:
+            raise ValueError("give stage_two_start (an epoch) or stage_two_fraction (of the run), not both")
         self.save_hyperparameters()
         self.hparams["representation"] = representation
         self.hparams["representation_hparams"] = dict(representation_hparams or {})
@@ -193,6 +207,7 @@ class PotentialModule(L.LightningModule):
         self._source_elements = [chemical_symbols[z] for z in source["elements"]] if source else []
         self._source_e0 = {chemical_symbols[int(z)]: float(v) for z, v in source["e0"].items()} if source else {}
         self._weights_from_source = False  # init_from is applied once, when the model is first built for fit
+        self._stage_two_from: int | None = None  # the epoch stage two began at, by stage_two_fraction
         if self.statistics_resolved:
             self.build()
 
@@ -337,10 +352,29 @@ class PotentialModule(L.LightningModule):
         )
 
     @property
+    def run_progress(self) -> float:
+        """The share of the run done, 0 to 1: by optimizer steps or by ``max_time``, whichever is further."""
+        if self._trainer is None:
+            return 0.0
+        progress = 0.0
+        total = self.trainer.estimated_stepping_batches
+        if math.isfinite(total) and total > 0:
+            progress = self.trainer.global_step / total
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, Timer) and callback.time_remaining() is not None:
+                elapsed = callback.time_elapsed()
+                progress = max(progress, elapsed / max(elapsed + callback.time_remaining(), 1e-9))
+        return min(1.0, progress)
+
+    @property
     def in_stage_two(self) -> bool:
         """Whether the current epoch trains with the stage-two loss weights."""
+        if self._trainer is None:
+            return False
         start = self.hparams.get("stage_two_start")
-        return start is not None and self._trainer is not None and self.trainer.current_epoch >= start
+        if start is None:
+            start = self._stage_two_from
+        return start is not None and self.trainer.current_epoch >= start
 
     @property
     def active_loss(self) -> PotentialLoss:
@@ -349,7 +383,12 @@ class PotentialModule(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         """At the first epoch of stage two, restart the best-checkpoint and early-stopping records."""
-        if self.hparams.get("stage_two_start") != self.trainer.current_epoch:
+        fraction = self.hparams.get("stage_two_fraction")
+        if fraction is not None and self._stage_two_from is None and self.run_progress >= fraction:
+            self._stage_two_from = self.trainer.current_epoch
+            rank_zero_info(f"stage two from epoch {self._stage_two_from} ({100 * self.run_progress:.0f} % of the run)")
+        start = self.hparams.get("stage_two_start")
+        if (self._stage_two_from if start is None else start) != self.trainer.current_epoch:
             return
         for callback in self.trainer.callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.monitor is not None:
@@ -424,14 +463,14 @@ class PotentialModule(L.LightningModule):
             config = {"scheduler": scheduler, "monitor": hp.monitor, "interval": "epoch", "strict": False}
             return {"optimizer": optimizer, "lr_scheduler": config}
         if hp.scheduler == "cosine":
-            total = self.trainer.estimated_stepping_batches
-            if not math.isfinite(total):
-                raise ValueError("the cosine schedule needs trainer.max_epochs or trainer.max_steps")
+            timed = any(isinstance(c, Timer) and c.time_remaining() is not None for c in self.trainer.callbacks)
+            if not math.isfinite(self.trainer.estimated_stepping_batches) and not timed:
+                raise ValueError("the cosine schedule needs trainer.max_epochs, trainer.max_steps or trainer.max_time")
             floor = hp.min_lr / hp.lr
 
             def factor(step: int) -> float:
                 warm = min(1.0, (step + 1) / hp.warmup_steps) if hp.warmup_steps > 0 else 1.0
-                progress = min(1.0, step / max(1, total))
+                progress = self.run_progress
                 return warm * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

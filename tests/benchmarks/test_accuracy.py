@@ -270,6 +270,17 @@ def test_mace_command_is_the_published_recipe(tmp_path):
     ]
 
 
+def test_gnnpot_runs_are_bounded_by_the_clock_on_the_cpu_recipe(tmp_path):
+    """MACE trains from its CPU recipe, SchNet from its rMD17 config; only ``max_time`` ends either run."""
+    from benchmarks.accuracy.models import GnnpotFamily
+
+    assert GnnpotFamily("mace").config.name == "mace_rmd17_cpu.yaml"
+    assert GnnpotFamily("schnet").config.name == "schnet_rmd17.yaml"
+    command = GnnpotFamily("mace").command(fake_data(tmp_path), tmp_path / "run", 1200.0, 20.0)
+    assert command[command.index("--trainer.max_epochs") + 1] == "-1"
+    assert command[command.index("--trainer.max_time") + 1] == "00:00:20:00"
+
+
 def test_nequip_config_is_the_published_model(tmp_path):
     nequip = peers.NequipPeer(tmp_path / "venv", tmp_path / "setup.sh")
     command = nequip.command(fake_data(tmp_path), tmp_path / "run", 1200.0, 20.0)

@@ -248,6 +248,52 @@ def test_stage_two_switches_the_loss_and_restarts_best_checkpoint(tmp_path, emt_
         tiny(stage_two_start=0)
 
 
+class _StepClock(L.pytorch.callbacks.Timer):
+    """A ``max_time`` timer whose clock reads one second per optimizer step (a deterministic wall clock)."""
+
+    def __init__(self, seconds: int) -> None:
+        super().__init__(duration={"seconds": seconds}, interval="step")
+        self.fit_trainer = None
+
+    def on_train_start(self, trainer, module) -> None:
+        super().on_train_start(trainer, module)
+        self.fit_trainer = trainer
+
+    def time_elapsed(self, stage="train") -> float:
+        return 0.0 if self.fit_trainer is None else float(self.fit_trainer.global_step)
+
+
+class _RecordRate(_RecordLoss):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rates = []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        self.rates.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+def test_a_time_budget_sets_the_cosine_schedule_and_stage_two(tmp_path, emt_file, make_trainer):
+    """Bounded by ``max_time`` alone, the cosine anneals over the clock and stage two starts at its fraction."""
+    record = _RecordRate()
+    lr, min_lr, seconds = 1e-3, 1e-5, 15  # 6 steps per epoch: the clock ends the run in epoch 2
+    module = tiny(scheduler="cosine", lr=lr, min_lr=min_lr, stage_two_fraction=0.5, forces_weight=10.0)
+    trainer = make_trainer(tmp_path, max_epochs=-1, callbacks=[record, _StepClock(seconds)])
+    trainer.fit(module, datamodule(emt_file))
+    assert trainer.global_step == seconds and module.run_progress == 1.0
+    floor = min_lr / lr
+    expected = [lr * (floor + (1 - floor) * 0.5 * (1 + np.cos(np.pi * k / seconds))) for k in range(seconds)]
+    assert record.rates == pytest.approx(expected, rel=1e-6)
+    # epochs start at 0, 6/15 = 0.4 and 12/15 = 0.8 of the run: stage two from the third
+    weights = [(w[keys.ENERGY], w[keys.FORCES]) for w in record.weights]
+    assert weights == [(1.0, 10.0), (1.0, 10.0), (1000.0, 100.0)]
+    with pytest.raises(ValueError, match="not both"):
+        tiny(stage_two_start=2, stage_two_fraction=0.5)
+    with pytest.raises(ValueError, match="stage_two_fraction"):
+        tiny(stage_two_fraction=1.0)
+    with pytest.raises(ValueError, match="max_time"):
+        make_trainer(tmp_path, max_epochs=-1).fit(tiny(scheduler="cosine"), datamodule(emt_file))
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="unknown representation"):
         PotentialModule("nosuchfamily")
