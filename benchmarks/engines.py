@@ -1,4 +1,4 @@
-r"""MD through i-PI + ``gnnpot serve`` against ASE's velocity Verlet with :class:`GNNPotCalculator`: steps/s.
+r"""MD through i-PI + ``gnnpot serve`` and through OpenMM against ASE's velocity Verlet: steps/s.
 
 For each system, the same model, float64, start structure, NVE time step and number of steps:
 
@@ -6,6 +6,8 @@ For each system, the same model, float64, start structure, NVE time step and num
 - ``ipi``: ``i-pi input.xml`` (one process) drives ``gnnpot serve`` (another) over a unix socket, or TCP
   with ``--sockets inet``. The rate is i-PI's own: its ``t/step`` log lines (verbosity medium print the mean
   of the last 100 steps at every hundredth step), so start-up and step 0 are left out.
+- ``openmm``: ``MLPotential("gnnpot", model=...)`` (:mod:`gnnpot.calculators.openmm_potential`) in an
+  OpenMM ``VerletIntegrator`` on the Reference platform, timed over ``--steps`` steps after one.
 
 Every process runs one thread (``OMP_NUM_THREADS=1``, ``torch.set_num_threads(1)``); with ``--repeats N`` the
 two paths alternate and each row gives the median.
@@ -106,6 +108,26 @@ def ase_rate(system: System, steps: int) -> float:
     return steps / (time.perf_counter() - start)
 
 
+def openmm_rate(system: System, steps: int) -> float:
+    """Steps/s of OpenMM's Verlet integrator with the model as an OpenMM-ML potential, after one untimed step."""
+    import openmm
+    from openmm import unit
+    from openmmml import MLPotential
+
+    from gnnpot.calculators.openmm_potential import topology_from_atoms
+
+    topology, positions = topology_from_atoms(system.atoms)
+    simulation_system = MLPotential("gnnpot", model=system.model, dtype="float64").createSystem(topology)
+    integrator = openmm.VerletIntegrator(system.timestep * unit.femtosecond)
+    context = openmm.Context(simulation_system, integrator, openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(positions)
+    context.setVelocitiesToTemperature(300 * unit.kelvin, 0)
+    integrator.step(1)
+    start = time.perf_counter()
+    integrator.step(steps)
+    return steps / (time.perf_counter() - start)
+
+
 def ipi_rate(system: System, steps: int, sockets: str, port: int, workdir: Path) -> float:
     """Steps/s of i-PI driving ``gnnpot serve``, from i-PI's per-100-step timings (step 0 left out).
 
@@ -161,18 +183,22 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     print(f"# {platform.node()}: {os.cpu_count()} CPUs, torch {torch.__version__}, one thread per process, "
           f"float64, {args.steps} steps, i-PI over {args.sockets} sockets")  # fmt: skip
-    print("| system | atoms | model | ASE VelocityVerlet steps/s | i-PI + gnnpot serve steps/s | i-PI / ASE |")
-    print("|---|---|---|---|---|---|")
+    print("| system | atoms | model | ASE VelocityVerlet steps/s | i-PI + gnnpot serve steps/s | i-PI / ASE "
+          "| OpenMM steps/s | OpenMM / ASE |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
     for name in args.systems:
         system = systems()[name]
-        ase_runs, ipi_runs = [], []
+        ase_runs, ipi_runs, openmm_runs = [], [], []
         for _ in range(args.repeats):
             ase_runs.append(ase_rate(system, args.steps))
             with tempfile.TemporaryDirectory(prefix="gnnpot-ipi-") as workdir:
                 ipi_runs.append(ipi_rate(system, args.steps, args.sockets, args.port, Path(workdir)))
-        ase, ipi = statistics.median(ase_runs), statistics.median(ipi_runs)
+            openmm_runs.append(openmm_rate(system, args.steps))
+        ase, ipi, omm = (statistics.median(runs) for runs in (ase_runs, ipi_runs, openmm_runs))
         print(
-            f"| {name} | {len(system.atoms)} | {system.model} | {ase:.1f} | {ipi:.1f} | {ipi / ase:.2f} |", flush=True
+            f"| {name} | {len(system.atoms)} | {system.model} | {ase:.1f} | {ipi:.1f} | {ipi / ase:.2f} "
+            f"| {omm:.1f} | {omm / ase:.2f} |",
+            flush=True,
         )
     return 0
 
