@@ -66,7 +66,7 @@ commands:
   fit-kernel      fit a kernel model in closed form (GAP-like sparse kernel, Coulomb-matrix KRR)
   eval            metrics of a trained model on any dataset (rMD17 npz, extxyz, ASE db)
   export          write a training run as a model file (config + weights + metadata, test metrics)
-  deploy          write a model as a TorchScript file that needs torch alone (OpenMM-Torch, LAMMPS)
+  deploy          write a model as a TorchScript file that needs torch alone (engines that load TorchScript)
   md              molecular dynamics (NVE, NVT, NPT) with a model or a committee
   relax           geometry (and cell) optimisation
   serve           the model as an i-PI client (driver): i-PI runs the dynamics, gnnpot the forces
