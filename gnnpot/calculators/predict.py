@@ -1,13 +1,15 @@
 """``predict``: energies, forces and stresses of many structures, evaluated in batches.
 
 The graphs are the calculator's (:meth:`AtomicData.from_atoms`, positions in float64) and a batch
-goes through the model in one call, as in ``gnnpot eval``; only one batch of graphs is held at a
-time, so memory is bounded by ``batch_size``, and the results come back in the input order.
+goes through the model in one call; only one batch of graphs is held at a time, so memory is
+bounded by ``batch_size``, and the results come back in the input order. :func:`batches` is the
+loop itself, shared with ``gnnpot eval`` (:func:`gnnpot.training.evaluate.evaluate_file`), which
+builds the graphs with their labels.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from torch_geometric.data import Batch
 from gnnpot import keys
 from gnnpot.data import AtomicData
 from gnnpot.data.checks import DataError, check_numbers
+from gnnpot.data.io import frame_labels
 from gnnpot.models import ForceField, clone_model, load_model
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -99,11 +102,38 @@ def predict(
         raise ValueError(f"batch_size must be an integer > 0, got {batch_size!r}")
     model = inference_model(model, dtype=dtype, device=device)
     results: list[dict[str, Any]] = []
-    for start, chunk in _chunks(structures, batch_size):
-        graphs = [_graph(atoms, start + k, model) for k, atoms in enumerate(chunk)]
-        out = model(Batch.from_data_list(graphs).to(_device(model)))
+    for chunk, _, out in batches(structures, model, batch_size):
         results.extend(_split(out, chunk))
     return results
+
+
+def batches(
+    structures: Iterable[Atoms],
+    model: ForceField,
+    batch_size: int,
+    labelled: bool = False,
+    source: str = SOURCE,
+    frame_ids: Sequence[int] | None = None,
+) -> Iterator[tuple[list[Atoms], Batch, dict[str, torch.Tensor]]]:
+    """The batched-inference loop: ``(structures, batch, model outputs)`` for each model call.
+
+    Args:
+        structures: the structures, read one batch at a time.
+        model: the model, as it is (see :func:`inference_model` for a frozen copy).
+        batch_size: structures per model call.
+        labelled: give each graph the labels of its structure's calculator (NaN, weight 0 where
+            missing), for metrics.
+        source: the file (or ``"structures"``) that errors name.
+        frame_ids: the frame number of each structure in ``source`` for errors; default its position.
+    """
+    device = _device(model)
+    for start, chunk in _chunks(structures, batch_size):
+        graphs = [
+            _graph(atoms, start + k if frame_ids is None else frame_ids[start + k], model, labelled, source)
+            for k, atoms in enumerate(chunk)
+        ]
+        batch = Batch.from_data_list(graphs).to(device)
+        yield chunk, batch, model(batch)
 
 
 def _device(model: ForceField) -> torch.device:
@@ -119,14 +149,14 @@ def _chunks(structures: Iterable[Atoms], size: int) -> Iterator[tuple[int, list[
         start += len(chunk)
 
 
-def _graph(atoms: Atoms, index: int, model: ForceField) -> AtomicData:
-    """The graph of ``structures[index]`` for ``model``, or an error naming the index.
+def _graph(atoms: Atoms, index: int, model: ForceField, labelled: bool = False, source: str = SOURCE) -> AtomicData:
+    """The graph of frame ``index`` of ``source`` for ``model``, or an error naming the frame.
 
     Raises:
         DataError: not an ``Atoms``, no atoms, not an element, an element the model does not know,
             or a check of :meth:`AtomicData.from_atoms` failed.
     """
-    where = f"{SOURCE}, frame {index}"
+    where = f"{source}, frame {index}"
     if not isinstance(atoms, Atoms):
         raise DataError(f"{where}: expected an ase.Atoms, got {type(atoms).__name__}")
     if len(atoms) == 0:
@@ -138,7 +168,8 @@ def _graph(atoms: Atoms, index: int, model: ForceField) -> AtomicData:
             f"{where}: element(s) {[chemical_symbols[z] for z in unknown]} unknown to the model, which "
             f"knows {[chemical_symbols[z] for z in model.elements]}"
         )
-    return AtomicData.from_atoms(atoms, model.cutoff, source=SOURCE, frame_id=index, dtype=torch.float64)
+    labels = frame_labels(atoms) if labelled else None
+    return AtomicData.from_atoms(atoms, model.cutoff, labels, source=source, frame_id=index, dtype=torch.float64)
 
 
 def _split(out: dict[str, torch.Tensor], chunk: list[Atoms]) -> list[dict[str, Any]]:

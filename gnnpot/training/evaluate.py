@@ -16,10 +16,13 @@ from typing import Any
 
 import numpy as np
 from ase.data import chemical_symbols
+from torch import Tensor
+from torch_geometric.data import Batch
 from torch_geometric.loader import DataLoader
 
+from gnnpot.calculators.predict import batches
 from gnnpot.data.atomic_data import AtomicData
-from gnnpot.data.io import DB_NAN_NOTE, Frames, build_graphs, frame_labels, read_frames
+from gnnpot.data.io import DB_NAN_NOTE, Frames, frame_labels, read_frames
 from gnnpot.keys import LABEL_KEYS, STRESS
 from gnnpot.models import ForceField, load_model, read_metadata, save_model
 from gnnpot.training.metrics import PotentialMetrics
@@ -36,15 +39,20 @@ def predict(
         ``forces_pred``/``forces_ref`` (eV/Å components) of the labelled frames.
     """
     loader = graphs if isinstance(graphs, DataLoader) else DataLoader(list(graphs), batch_size=batch_size)
+    device = next(model.parameters()).device
+    return _score(model, ((batch, model(batch)) for batch in (b.to(device) for b in loader)))
+
+
+def _score(
+    model: ForceField, evaluated: Iterable[tuple[Batch, dict[str, Tensor]]]
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Metrics and predictions over ``(labelled batch, model outputs)`` pairs, the model in eval mode."""
     metrics = PotentialMetrics(sync=False)  # may run on one process of several
     store: dict[str, list[np.ndarray]] = {}
-    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     try:
-        for batch in loader:
-            batch = batch.to(device)
-            out = model(batch)
+        for batch, out in evaluated:
             metrics.update(out, batch)
             _collect(store, out, batch)
     finally:
@@ -88,8 +96,9 @@ def evaluate_file(
         raise ValueError(f"{path}: no frames to evaluate")
     check_elements(frames, model.elements)
     start = time.perf_counter()
-    graphs = build_graphs(frames, model.cutoff)
-    metrics, predictions = predict(model, graphs, batch_size=batch_size)
+    # gnnpot.predict's loop: one batch of graphs at a time, so memory does not grow with the file
+    evaluated = batches(frames, model, batch_size, labelled=True, source=frames.source, frame_ids=frames.frame_ids)
+    metrics, predictions = _score(model, ((batch, out) for _, batch, out in evaluated))
     summary = {
         "data": str(path),
         "num_frames": len(frames),

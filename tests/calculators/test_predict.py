@@ -103,3 +103,37 @@ def test_bad_input_names_the_structure(bad, message):
 def test_bad_batch_size():
     with pytest.raises(ValueError, match="batch_size must be an integer > 0, got 0"):
         predict([molecule("H2O")], tiny_model("schnet"), batch_size=0)
+
+
+def test_eval_streams_through_the_same_loop(tmp_path):
+    """``gnnpot eval`` batches with predict's loop: the metrics of prebuilt graphs; errors name file and frame."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from gnnpot.data import write_frames
+    from gnnpot.data.io import build_graphs, read_frames
+    from gnnpot.training.evaluate import evaluate_file
+    from gnnpot.training.evaluate import predict as score_graphs
+
+    model = tiny_model("painn")
+    frames = []
+    for k, atoms in enumerate(mixed_structures()):
+        labelled = atoms.copy()
+        rng = np.random.default_rng(k)
+        results = {"energy": float(rng.normal()), "forces": rng.normal(size=(len(atoms), 3))}
+        if atoms.pbc.all():
+            results["stress"] = rng.normal(size=6)
+        if k != 2:  # a frame without labels is left out of the metrics, as in training
+            labelled.calc = SinglePointCalculator(labelled, **results)
+        frames.append(labelled)
+    path = tmp_path / "mixed.xyz"
+    write_frames(path, frames)
+    summary, predictions = evaluate_file(model, path, batch_size=3)
+    expected, expected_predictions = score_graphs(model, build_graphs(read_frames(path, require=()), model.cutoff), 3)
+    assert summary["metrics"] == pytest.approx(expected, rel=1e-12) and "stress_mae" in expected
+    for key, value in expected_predictions.items():
+        np.testing.assert_allclose(predictions[key], value, rtol=1e-12, atol=1e-12)
+    broken = [atoms.copy() for atoms in frames[:3]]
+    broken[1].positions[0, 0] = np.nan
+    write_frames(tmp_path / "broken.xyz", broken)
+    with pytest.raises(ValueError, match=r"broken\.xyz, frame 1"):
+        evaluate_file(model, tmp_path / "broken.xyz", batch_size=2)
