@@ -51,6 +51,11 @@ EDGE_LEN: Final = "edge_len"  # [E] float, Å
 SPECIES: Final = "species"  # [N] int64, index of z in the model's element list
 EDGE_PAIRED: Final = "edge_paired"  # Python bool, edges follow the pair convention (set by ForceField)
 
+# --- host facts (Python values a graph builder may attach so the model needs no device-to-host sync) --
+PAIRED_EDGES: Final = "paired_edges"  # bool: the edges follow the pair convention (else ForceField checks)
+ELEMENTS_CHECKED: Final = "elements_checked"  # bool: every atomic number is one the model knows
+ANY_PERIODIC: Final = "any_periodic"  # bool: some frame is periodic in some direction (stress wanted)
+
 # --- long-range head (gnnpot.nn.long_range: built by its prepare, no gradients) --------------
 COULOMB_PAIRS: Final = "coulomb_pairs"  # [2, P] int64, each pair (i, j) of the real-space sum once
 COULOMB_SHIFT: Final = "coulomb_shift"  # [P, 3] int64, lattice translation of j's image

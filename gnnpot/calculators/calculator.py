@@ -9,10 +9,13 @@ import numpy as np
 import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.data import chemical_symbols
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from gnnpot import keys
 from gnnpot.data import AtomicData, SkinNeighborList
+from gnnpot.data.checks import MIN_DISTANCE, check_cell, check_min_distance, check_positions
+from gnnpot.data.device_neighbors import DeviceNeighborList
 from gnnpot.models import ForceField, clone_model, load_model
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -31,6 +34,12 @@ class GNNPotCalculator(Calculator):
     ``skin / 2`` or the cell changed (:class:`~gnnpot.data.SkinNeighborList`); the results are the
     same as with a fresh list at every call.
 
+    Device-resident (``resident``, the default off the CPU): the neighbour list, its skin check and
+    the graph live on the model's device (:class:`~gnnpot.data.device_neighbors.DeviceNeighborList`,
+    vesin-torch); a call copies the positions in and one flat tensor of results out. Elements, cell
+    and periodicity are checked on the host, where ASE holds them, and passed to the model as facts,
+    so it reads nothing back; the one read left is the shortest distance, for the overlap check.
+
     Args:
         model: a :class:`ForceField`, a model file, a Lightning checkpoint, a run folder, a
             pretrained name (``gnnpot.list_pretrained()``), or a sequence of these (a committee).
@@ -41,6 +50,8 @@ class GNNPotCalculator(Calculator):
         compile: run the compiled path (:meth:`ForceField.enable_compile`): the first call
             compiles (seconds to a minute), later calls are faster. Default: as the (first) given
             :class:`ForceField` is set, off for models read from files.
+        resident: build the neighbour list and graph on ``device`` (see above); default: when
+            ``device`` is not the CPU. Models with a long-range or dispersion term use the host path.
     """
 
     implemented_properties = [
@@ -61,6 +72,7 @@ class GNNPotCalculator(Calculator):
         device: str | torch.device = "cpu",
         skin: float = 0.5,
         compile: bool | None = None,
+        resident: bool | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -89,6 +101,16 @@ class GNNPotCalculator(Calculator):
         self.cutoff = self.models[0].cutoff
         self.elements = self.models[0].elements
         self.neighbors = SkinNeighborList(self.cutoff, skin=skin)
+        if resident is None:
+            resident = self.device.type != "cpu"
+        # long-range and dispersion terms build their own pair lists on the host
+        self.resident = bool(resident) and not any(m.potential.direct_geometry for m in self._force_fields())
+        self.device_neighbors = DeviceNeighborList(self.cutoff, skin=skin) if self.resident else None
+        self._device_z: tuple[np.ndarray, torch.Tensor] | None = None
+
+    def _force_fields(self) -> list[ForceField]:
+        """The members that are :class:`ForceField` (a Coulomb-KRR model is not)."""
+        return [m for m in self.models if isinstance(m, ForceField)]
 
     @property
     def model(self) -> ForceField:
@@ -103,11 +125,9 @@ class GNNPotCalculator(Calculator):
     ) -> None:
         """Compute the results of ``atoms`` (see the class docstring for the properties)."""
         super().calculate(atoms, properties or ["energy"], system_changes)
-        data = self._graph(self.atoms)
+        data = self._device_graph(self.atoms) if self.resident else self._graph(self.atoms)
         outputs = [model(data) for model in self.models]
-        energy = torch.stack([out[keys.ENERGY].detach()[0] for out in outputs]).cpu().double().numpy()
-        forces = torch.stack([out[keys.FORCES].detach() for out in outputs]).cpu().double().numpy()
-        energies = torch.stack([out[keys.ATOMIC_ENERGY].detach() for out in outputs]).cpu().double().numpy()
+        energy, forces, energies, stresses = _to_host(outputs, len(self.atoms))
         self.results = {
             "energy": float(energy.mean()),
             "free_energy": float(energy.mean()),
@@ -120,9 +140,7 @@ class GNNPotCalculator(Calculator):
             deviation = forces - forces.mean(axis=0)
             self.results["forces_std"] = np.sqrt(np.mean(np.sum(deviation**2, axis=-1), axis=0))
         if self.atoms.pbc.all():
-            stress = np.stack(
-                [full_3x3_to_voigt_6_stress(out[keys.STRESS][0].detach().cpu().double().numpy()) for out in outputs]
-            )
+            stress = np.stack([full_3x3_to_voigt_6_stress(s) for s in stresses])
             self.results["stress"] = stress.mean(axis=0)
             if committee:
                 self.results["stress_std"] = stress.std(axis=0)
@@ -132,7 +150,50 @@ class GNNPotCalculator(Calculator):
     @property
     def min_distance(self) -> float:
         """Shortest interatomic distance within the cutoff at the last call, Å."""
+        if self.resident:
+            return self._min_distance
         return self.neighbors.min_distance
+
+    def _device_graph(self, atoms: Atoms) -> AtomicData:
+        """The graph of ``atoms`` built on the device (see the class docstring), checked like any input.
+
+        No charges: only long-range terms read them, and models with one use the host path.
+        """
+        where = "GNNPotCalculator, frame 0"
+        positions = np.asarray(atoms.positions, dtype=np.float64)
+        cell, pbc = np.asarray(atoms.cell.array, dtype=np.float64), np.asarray(atoms.pbc, dtype=bool)
+        check_positions(positions, where)
+        check_cell(cell, pbc, where)
+        numbers = np.asarray(atoms.numbers)
+        if self._device_z is None or not np.array_equal(self._device_z[0], numbers):
+            unknown = sorted(set(numbers.tolist()) - set(self.elements))
+            if unknown:
+                known = [chemical_symbols[z] for z in self.elements]
+                raise ValueError(f"model knows elements {known}, got unknown element(s) "
+                                 f"{[chemical_symbols[z] for z in unknown]}")  # fmt: skip
+            self._device_z = (numbers.copy(), torch.as_tensor(numbers, dtype=torch.long).to(self.device))
+        pos = torch.as_tensor(positions).to(self.device)  # the one copy in
+        edge_index, edge_shift, distances = self.device_neighbors.update(pos, cell, pbc)
+        self._min_distance = float(distances.min()) if distances.numel() else float("inf")  # the one read back
+        if self._min_distance < MIN_DISTANCE:
+            k = int(torch.argmin(distances))
+            i, j = edge_index[:, k].tolist()
+            check_min_distance(np.array([i]), np.array([j]), np.array([self._min_distance]), where)
+        _, periodic = self.device_neighbors.box(cell, pbc, pos)  # kept on the device with the cell
+        data = AtomicData(
+            z=self._device_z[1],
+            pos=pos,
+            cell=torch.as_tensor(cell).to(self.device).unsqueeze(0),
+            pbc=periodic.unsqueeze(0),
+            natoms=torch.tensor([len(atoms)], device=self.device),
+            edge_index=edge_index,
+            edge_shift=edge_shift,
+            num_nodes=len(atoms),
+        )
+        data[keys.PAIRED_EDGES] = True
+        data[keys.ELEMENTS_CHECKED] = True
+        data[keys.ANY_PERIODIC] = bool(pbc.any())
+        return data
 
     def _graph(self, atoms: Atoms) -> AtomicData:
         """The graph of ``atoms`` on the kept neighbour list, checked like any input (NaN, overlaps).
@@ -145,3 +206,28 @@ class GNNPotCalculator(Calculator):
             atoms, self.cutoff, source="GNNPotCalculator", dtype=torch.float64, neighbors=self.neighbors
         )
         return data.to(self.device)
+
+
+def _to_host(
+    outputs: Sequence[dict[str, torch.Tensor]], num_atoms: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Energies [M], forces [M, N, 3], per-atom energies [M, N] and stresses (M of [3, 3]) of M members.
+
+    One flat float64 tensor is copied to the host (one transfer from a GPU), then split.
+    """
+    parts = []
+    for out in outputs:
+        parts += [out[keys.ENERGY][:1], out[keys.FORCES].reshape(-1), out[keys.ATOMIC_ENERGY]]
+        if keys.STRESS in out:
+            parts.append(out[keys.STRESS][0].reshape(-1))
+    flat = torch.cat([p.detach().to(torch.float64) for p in parts]).cpu().numpy()
+    energy, forces, energies, stresses, at = [], [], [], [], 0
+    for out in outputs:
+        energy.append(flat[at])
+        forces.append(flat[at + 1 : at + 1 + 3 * num_atoms].reshape(num_atoms, 3))
+        energies.append(flat[at + 1 + 3 * num_atoms : at + 1 + 4 * num_atoms])
+        at += 1 + 4 * num_atoms
+        if keys.STRESS in out:
+            stresses.append(flat[at : at + 9].reshape(3, 3))
+            at += 9
+    return np.array(energy), np.stack(forces), np.stack(energies), stresses

@@ -274,19 +274,26 @@ class ForceField(nn.Module):
         if batch is None:
             batch = torch.zeros(data[keys.POSITIONS].shape[0], dtype=torch.long, device=data[keys.POSITIONS].device)
         num_frames = int(data[keys.CELL].shape[0])
+        # Host facts a graph builder attached (the calculator's device-resident path) replace the
+        # checks that would read device tensors back to the host.
+        paired = data.get(keys.PAIRED_EDGES)
+        if not isinstance(paired, bool):
+            paired = edges_paired(data[keys.EDGE_INDEX], data[keys.EDGE_SHIFT])
         inputs = EnergyInputs(
             pos=centred_positions(data[keys.POSITIONS], batch, num_frames, dtype),
             cell=data[keys.CELL].to(dtype),
             z=data[keys.ATOMIC_NUMBERS],
-            species=self.potential.species(data[keys.ATOMIC_NUMBERS]),
+            species=self.potential.species(data[keys.ATOMIC_NUMBERS], checked=data.get(keys.ELEMENTS_CHECKED) is True),
             edge_index=data[keys.EDGE_INDEX],
             edge_shift=data[keys.EDGE_SHIFT],
             batch=batch,
             prepared=self.potential.prepare(data),
-            paired=edges_paired(data[keys.EDGE_INDEX], data[keys.EDGE_SHIFT]),
+            paired=paired,
             direct_geometry=self.potential.direct_geometry,
         )
-        want_virial = bool(data[keys.PBC].any())
+        want_virial = data.get(keys.ANY_PERIODIC)
+        if not isinstance(want_virial, bool):
+            want_virial = bool(data[keys.PBC].any())
         create_graph = self.training and torch.is_grad_enabled()
         if self.compiled:
             atomic, forces, virial = self._compiled_gradients(inputs, want_virial, create_graph)

@@ -62,14 +62,19 @@ class Potential(nn.Module):
         self.register_buffer("species_table", table, persistent=False)
         self.register_buffer("element_numbers", torch.tensor(self.elements, dtype=torch.long), persistent=False)
 
-    def species(self, z: Tensor) -> Tensor:
+    def species(self, z: Tensor, checked: bool = False) -> Tensor:
         """Species indices [N] of atomic numbers ``z`` [N].
 
+        Args:
+            z: atomic numbers.
+            checked: the caller has checked ``z`` against :attr:`elements` on the host, so the check
+                here (a device-to-host read) is skipped.
+
         Raises:
-            ValueError: an element the model does not know (the one place this is checked).
+            ValueError: an element the model does not know (the one place this is checked on the device).
         """
         species = self.species_table[z.clamp(0, 118)]
-        if bool((species < 0).any()):
+        if not checked and bool((species < 0).any()):
             unknown = sorted({int(n) for n in z[species < 0]})
             names = [chemical_symbols[n] if 0 < n < 119 else str(n) for n in unknown]
             known = [chemical_symbols[n] for n in self.elements]
