@@ -26,12 +26,13 @@ from benchmarks.accuracy.data import MoleculeData, Predictions, errors, prepare
 from benchmarks.accuracy.models import GnnpotFamily, Model
 from benchmarks.accuracy.peers import MacePeer, NequipPeer
 from benchmarks.accuracy.report import is_done, plot_errors, render_markdown, row_key
-from benchmarks.accuracy.watch import Run, cpu_busy, watch
+from benchmarks.accuracy.watch import Run, watch
 from benchmarks.peers import DEFAULT_PEERS_DIR, default_peer_venv
 from benchmarks.records import json_records, load_average, log, machine_info
 from benchmarks.runner import DEFAULT_RMD17_DIR, comma_list, command_line, peer_venvs
 from benchmarks.sizes import CONFIGS
 from gnnpot import REGISTRY
+from gnnpot.calculators.threads import cpu_busy
 from gnnpot.data.io import read_frames
 
 PROGRAM = "python -m benchmarks.accuracy"

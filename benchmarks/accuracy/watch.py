@@ -176,25 +176,3 @@ def watch(
             stop(process)
         seconds = time.monotonic() - start
     return Run(snapshots, returncode, ended_s if returncode is not None else None, seconds, log)
-
-
-def cpu_busy(interval_s: float = 1.0) -> float | None:
-    """The busy share of all CPUs over ``interval_s`` (0 idle, 1 all cores busy), from ``/proc/stat``.
-
-    Unlike the load average, which lags a minute behind, this tells whether something else is
-    running now. None where there is no ``/proc/stat``.
-    """
-
-    def sample() -> tuple[int, int]:
-        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-        return sum(fields[:8]), idle
-
-    try:
-        total0, idle0 = sample()
-        time.sleep(interval_s)
-        total1, idle1 = sample()
-    except (OSError, ValueError, IndexError):
-        return None
-    total = total1 - total0
-    return round(1.0 - (idle1 - idle0) / total, 3) if total > 0 else None

@@ -37,6 +37,12 @@ def _add_structure_arguments(parser: argparse.ArgumentParser, committee: bool) -
     parser.add_argument(
         "--compile", action="store_true", help="compiled model (torch.compile): slower start, faster steps"
     )
+    parser.add_argument(
+        "--threads",
+        default="auto",
+        help="torch intra-op threads, or auto: 1 below 100 atoms, else the cores not busy now (default auto; "
+        "see docs/threads.md)",
+    )
 
 
 def _read_structure(path: str, index: str) -> Atoms:
@@ -55,8 +61,10 @@ def _read_structure(path: str, index: str) -> Atoms:
 def _structure_and_calculator(args: argparse.Namespace) -> tuple[Atoms, GNNPotCalculator]:
     """The start structure and the calculator that the options of :func:`_add_structure_arguments` name."""
     from gnnpot.calculators import GNNPotCalculator
+    from gnnpot.calculators.threads import set_threads
 
     atoms = _read_structure(args.structure, args.index)
+    args.threads_used = set_threads(len(atoms), args.threads)
     calc = GNNPotCalculator(args.model, dtype=args.dtype, device=args.device, skin=args.skin, compile=args.compile)
     return atoms, calc
 
@@ -121,14 +129,16 @@ def _md(args: argparse.Namespace) -> int:
         min_distance=args.min_distance,
         seed=args.seed,
     )
-    summary = {"structure": args.structure, "num_atoms": len(atoms), "ensemble": args.ensemble, **result.as_dict()}
+    summary = {"structure": args.structure, "num_atoms": len(atoms), "ensemble": args.ensemble,
+               "threads": args.threads_used, **result.as_dict()}  # fmt: skip
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         conserved = "" if args.ensemble == "nve" else " (thermostatted: E_tot is not conserved)"
         print(
             f"{result.steps} steps, {result.time_ps:.3f} ps of {args.ensemble.upper()}, {len(atoms)} atoms, "
-            f"{result.steps_per_second:.1f} steps/s, {result.neighbor_list_builds} neighbour-list builds\n"
+            f"{result.steps_per_second:.1f} steps/s on {args.threads_used} thread(s), "
+            f"{result.neighbor_list_builds} neighbour-list builds\n"
             f"energy drift{conserved}: max |E_tot - E_tot(0)| = {result.max_abs_drift_mev_per_atom:.4f} meV/atom, "
             f"rate {result.drift_rate_mev_per_atom_ps:+.4f} meV/atom/ps, mean T {result.mean_temperature:.1f} K"
         )
