@@ -113,6 +113,13 @@ def load_average() -> list[float] | None:
     return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
 
 
+def _gpu_fields() -> dict[str, Any]:
+    """The GPU's name and this process's peak GPU memory (MB), once CUDA has been used (``--device cuda``)."""
+    if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
+        return {}
+    return {"gpu": torch.cuda.get_device_name(), "gpu_peak_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
+
+
 def make_record(
     variant: Variant,
     n_params: int | None,
@@ -153,6 +160,7 @@ def make_record(
         "hparams_source": variant.source,
         "dtype": "float32",
         "peak_rss_mb": round(peak_rss_mb(), 1),
+        **_gpu_fields(),
         "threads": torch.get_num_threads(),
         "torch_version": torch.__version__,
         "git": git_describe(),
@@ -231,7 +239,7 @@ def _cu_model(variant: Variant, settings: Settings) -> tuple[ForceField, dict[st
     """The Cu-only model of ``variant`` (W4 and the scaling run) and its recorded hyperparameters."""
     statistics = data_statistics(variant.family, [fcc_cu(3)], variant.cutoff)
     hparams = record_hparams(variant, statistics, CU_STATISTICS_FROM, settings.compile)
-    return build(variant, ["Cu"], statistics, settings.compile), hparams
+    return build(variant, ["Cu"], statistics, settings.compile).to(settings.device), hparams
 
 
 def run_variant(
@@ -257,7 +265,7 @@ def run_variant(
         statistics = data_statistics(variant.family, frames, variant.cutoff)
         statistics_from = f"aspirin frames 0-{len(frames) - 1} at the cutoff"
         elements = sorted({int(z) for z in molecules[0].numbers})
-        aspirin_model = build(variant, elements, statistics, settings.compile)
+        aspirin_model = build(variant, elements, statistics, settings.compile).to(settings.device)
         init_state = {k: v.clone() for k, v in aspirin_model.state_dict().items()}
     functions = {"W1": w1_train_step, "W2": w2_infer_single, "W3": w3_infer_batch}
     for workload in workloads:

@@ -70,6 +70,7 @@ def _child_job(label: str, args: argparse.Namespace, child: str) -> Job:
     command += ["--target-s", str(args.target_s), "--repeats", str(args.repeats), "--warmup", str(args.warmup)]
     command += ["--threads", str(args.threads), "--rmd17-dir", str(args.rmd17_dir)]
     command += ["--eager"] if args.eager else []
+    command += ["--device", args.device]
     command += ["--scaling-repeats", ",".join(str(r) for r in args.scaling_repeats)]
     command += ["--scaling-max-step-s", str(args.scaling_max_step_s)]
     if args.scaling_max_rss_mb is not None:
@@ -161,7 +162,7 @@ def _run_gnnpot(
     """The JSON lines of one gnnpot variant (or its scaling series) run in this process."""
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    settings = Settings(args.target_s, args.repeats, args.warmup, compile=not args.eager)
+    settings = Settings(args.target_s, args.repeats, args.warmup, compile=not args.eager, device=args.device)
     if scaling:
         limits = (args.scaling_max_step_s, args.scaling_max_rss_mb)
         return run_scaling(variant, args.scaling_repeats, settings, *limits)
@@ -233,6 +234,9 @@ def build_parser(program: str = PROGRAM) -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats, median reported, >= 3 (default 5)")
     parser.add_argument("--warmup", type=int, default=3, help="most warm-up calls, not timed (default 3)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2, as the protocol)")
+    parser.add_argument(
+        "--device", default="cpu", help="torch device of gnnpot's models, e.g. cuda (default cpu; the peers: their own)"
+    )
     parser.add_argument(
         "--eager",
         action="store_true",

@@ -345,3 +345,13 @@ def test_fcc_cu_is_ase_bulk_rattled():
     assert (atoms.numbers == expected.numbers).all() and atoms.pbc.all()
     np.testing.assert_allclose(atoms.cell.array, expected.cell.array)
     np.testing.assert_allclose(atoms.positions, expected.positions, atol=1e-12)
+
+
+def test_the_device_reaches_the_child_and_the_settings():
+    """``--device cuda`` (a GPU run) goes to each gnnpot child; on the CPU, sync is a no-op."""
+    args = runner.parse(runner.build_parser(), ["--models", "schnet", "--sizes", "small", "--device", "cuda"])
+    (job,) = runner.plan(args)
+    assert job.command[job.command.index("--device") + 1] == "cuda"
+    settings = workloads.Settings(device="cpu")
+    settings.sync()
+    assert settings.extra().device == "cpu"
