@@ -35,6 +35,11 @@ PRETRAINED: dict[str, dict[str, Any]] = {
         "file": "dimenet-emt-cuau.pt",
         "description": "DimeNet++, configs/dimenet_demo.yaml on the embedded EMT Cu-Au data",
     },
+    "mace-emt-cuau": {
+        "file": "mace-emt-cuau.pt",
+        "description": "MACE (16 channels, correlation 2), configs/mace_demo.yaml (30 epochs, stage two) on the "
+        "embedded EMT Cu-Au data",
+    },
     "mace-rmd17-ethanol": {
         "file": "mace-rmd17-ethanol.pt",
         "description": "MACE small on rMD17 ethanol split 01: configs/mace_rmd17_cpu.yaml (~2 h, 1 CPU thread), "
