@@ -35,6 +35,7 @@ from ase import Atoms
 from ase.data import atomic_numbers, chemical_symbols
 
 from gnnpot.calculators.calculator import GNNPotCalculator
+from gnnpot.calculators.threads import set_threads
 
 FIX_ID = "gnnpot"
 
@@ -73,6 +74,9 @@ class GnnpotFixExternal:
         dtype: ``"float32"``, ``"float64"`` or ``None`` for the model's own.
         device: torch device.
         skin: the neighbour list's skin, Å.
+        threads: torch's intra-op threads, set at the first call when the atom count is known:
+            a number, ``"auto"`` (:func:`~gnnpot.calculators.threads.choose_threads`) or ``None``
+            to leave torch's setting alone.
     """
 
     def __init__(
@@ -84,6 +88,7 @@ class GnnpotFixExternal:
         dtype: str | None = "float64",
         device: str = "cpu",
         skin: float = 0.5,
+        threads: int | str | None = None,
     ) -> None:
         if (units := lmp.extract_global("units")) != "metal":
             raise ValueError(f"gnnpot's fix external needs `units metal` (eV, Å, ps), the input has `units {units}`")
@@ -105,6 +110,7 @@ class GnnpotFixExternal:
             raise ValueError(f"the model knows {known}, not {[chemical_symbols[z] for z in missing]}")
         self.atoms: Atoms | None = None
         self.calls = 0
+        self.threads = threads
         lmp.set_fix_external_callback(fix_id, self.callback)
 
     def callback(self, caller: Any, step: int, nlocal: int, tag: np.ndarray, x: np.ndarray, f: np.ndarray) -> None:
@@ -116,6 +122,8 @@ class GnnpotFixExternal:
         if self.atoms is None or len(self.atoms) != nlocal:
             self.atoms = Atoms(numbers=self.numbers[types], pbc=pbc)
             self.atoms.calc = self.calc
+            if self.threads is not None:
+                self.threads = set_threads(nlocal, self.threads)
         self.atoms.numbers = self.numbers[types]
         self.atoms.pbc = pbc
         self.atoms.cell = lammps_cell(box)

@@ -35,6 +35,9 @@ def lammps_main(argv: Sequence[str]) -> int:
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--skin", type=float, default=0.5, help="neighbour-list skin, Å (default 0.5)")
     parser.add_argument("--log", default="log.lammps", help="LAMMPS's log file, or none (default log.lammps)")
+    parser.add_argument(
+        "--threads", default="auto", help="torch intra-op threads, or auto (see gnnpot md -h; default auto)"
+    )
     args = parser.parse_args(list(argv))
     return guarded("lammps", _lammps, args)
 
@@ -45,9 +48,10 @@ def _lammps(args: argparse.Namespace) -> int:
     model = args.model[0] if len(args.model) == 1 else args.model
     lmp = run_input(
         args.input, model, args.elements, fix_id=args.fix_id, dtype=args.dtype, device=args.device,
-        skin=args.skin, cmdargs=("-nocite", "-log", args.log),
+        skin=args.skin, threads=args.threads, cmdargs=("-nocite", "-log", args.log),
     )  # fmt: skip
-    print(f"gnnpot lammps: {lmp._gnnpot_fix.calls} force calls", flush=True)
+    fix = lmp._gnnpot_fix
+    print(f"gnnpot lammps: {fix.calls} force calls on {fix.threads} thread(s)", flush=True)
     lmp.close()
     sys.stdout.flush()
     return 0

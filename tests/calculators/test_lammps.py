@@ -92,7 +92,7 @@ def test_the_command_runs_an_input_script(tmp_path, capfd):
     )
     assert main(["lammps", str(script), "--model", MODEL, "--elements", "Cu", "Au", "--log", "none"]) == 0
     out = capfd.readouterr().out  # LAMMPS writes from C: capfd, not capsys
-    assert "FINAL_PE" in out and "gnnpot lammps: 11 force calls" in out
+    assert "FINAL_PE" in out and "gnnpot lammps: 11 force calls on 1 thread(s)" in out
 
 
 def test_errors_name_the_problem(tmp_path, capsys):
