@@ -112,6 +112,11 @@ class GNNPotCalculator(Calculator):
         """The members that are :class:`ForceField` (a Coulomb-KRR model is not)."""
         return [m for m in self.models if isinstance(m, ForceField)]
 
+    def enable_compile(self, enabled: bool = True) -> GNNPotCalculator:
+        """Switch every member to the compiled path (or back); the next call compiles (seconds to minutes)."""
+        self.models = [m.enable_compile(enabled) for m in self.models]
+        return self
+
     @property
     def model(self) -> ForceField:
         """The model (the first member of a committee)."""

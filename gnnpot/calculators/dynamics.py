@@ -55,6 +55,7 @@ class MDResult:
     mean_temperature: float
     neighbor_list_builds: int
     stopped: str | None = None  # why the run stopped early, None when it finished
+    compiled_at: int | None = None  # the step auto_compile compiled the models at, None when it did not
     log: list[tuple[float, float, float, float, float]] = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
@@ -62,6 +63,34 @@ class MDResult:
         record = asdict(self)
         record.pop("log")
         return record
+
+
+# When to compile an MD run that did not ask (``auto_compile``). Measured on the 2-core dev VM, one
+# thread, another process on the other core, float64, cold inductor cache (2026-12-06):
+#   schnet-rmd17-aspirin: first compiled call 38.6 s (20.6 s with the cache warm), step 9.75 -> 7.80 ms;
+#   painn-emt-cuau, Cu108: first compiled call 43.1 s, step 37.9 -> 28.9 ms.
+# Families not measured take the README's "a couple of minutes" as their cost.
+COMPILE_COST_S = {"schnet": 40.0, "painn": 45.0}
+UNMEASURED_COMPILE_COST_S = 150.0
+COMPILED_SPEEDUP = 1.25  # the smaller of the two measured eager/compiled step-time ratios
+PROBE_STEPS = (5, 25)  # the eager steps timed for the decision (the first ones carry one-off costs)
+
+
+def compile_pays(calc: GNNPotCalculator, seconds_per_step: float, steps_left: int) -> bool:
+    """Whether compiling the calculator's models now saves time over ``steps_left`` more steps.
+
+    The saving is ``steps_left * seconds_per_step * (1 - 1 / COMPILED_SPEEDUP)``; the cost is the
+    family's first compiled call (:data:`COMPILE_COST_S`), summed over a committee. Models without a
+    compiled path (long-range or dispersion terms, Coulomb KRR) never compile.
+    """
+    cost = 0.0
+    for model in calc.models:
+        config = getattr(model, "config", {})
+        potential = getattr(model, "potential", None)
+        if potential is None or potential.direct_geometry or model.compiled:
+            return False
+        cost += COMPILE_COST_S.get(config.get("representation"), UNMEASURED_COMPILE_COST_S)
+    return steps_left * seconds_per_step * (1.0 - 1.0 / COMPILED_SPEEDUP) > cost
 
 
 def run_md(
@@ -82,6 +111,7 @@ def run_md(
     min_distance: float | None = 0.5,
     seed: int = 0,
     init_velocities: bool = True,
+    auto_compile: bool = False,
 ) -> MDResult:
     """Integrate ``steps`` steps from ``atoms`` (changed in place).
 
@@ -104,6 +134,9 @@ def run_md(
         min_distance: stop when two atoms come closer than this (Å); ``None`` for no check.
         seed: random seed of the velocities and the Langevin noise.
         init_velocities: draw Maxwell-Boltzmann velocities (and remove drift and rotation).
+        auto_compile: time a few eager steps, then compile the calculator's models when the run is
+            long enough to repay the compilation (:func:`compile_pays`); the result's
+            ``compiled_at`` says at which step, if any.
 
     Raises:
         ValueError: bad arguments (unknown ensemble, NPT without a periodic cell, a committee
@@ -164,6 +197,22 @@ def run_md(
     stopped = None
     written = -1  # step of the last logged frame
     dynamics.attach(check, interval=1)  # every step; an MDStop from it ends dynamics.run
+    probe: dict[str, float] = {}
+    compiled_at = None
+
+    def consider_compiling() -> None:
+        nonlocal compiled_at
+        step = dynamics.nsteps
+        if step == PROBE_STEPS[0]:
+            probe["start"] = time.perf_counter()
+        elif step == PROBE_STEPS[1] and "start" in probe:
+            per_step = (time.perf_counter() - probe["start"]) / (PROBE_STEPS[1] - PROBE_STEPS[0])
+            if compile_pays(calc, per_step, steps - step):
+                calc.enable_compile()
+                compiled_at = step
+
+    if auto_compile:
+        dynamics.attach(consider_compiling, interval=1)
     start = time.perf_counter()
     try:
         atoms.get_potential_energy()
@@ -184,7 +233,9 @@ def run_md(
         close_writer()
         close_log()
     done = dynamics.nsteps
-    return _summary(log, num_atoms, done, timestep, seconds, calc.neighbors.num_builds - start_builds, stopped)
+    result = _summary(log, num_atoms, done, timestep, seconds, calc.neighbors.num_builds - start_builds, stopped)
+    result.compiled_at = compiled_at
+    return result
 
 
 def _integrator(

@@ -35,7 +35,13 @@ def _add_structure_arguments(parser: argparse.ArgumentParser, committee: bool) -
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--skin", type=float, default=0.5, help="neighbour-list skin, Å; 0 rebuilds every step")
     parser.add_argument(
-        "--compile", action="store_true", help="compiled model (torch.compile): slower start, faster steps"
+        "--compile",
+        default="auto",
+        nargs="?",
+        const="on",
+        choices=("auto", "on", "off"),
+        help="compiled model (torch.compile): slower start, faster steps. auto (default): md compiles after "
+        "25 eager steps when the run is long enough to repay it; relax and serve stay eager. --compile = on",
     )
     parser.add_argument(
         "--threads",
@@ -65,7 +71,9 @@ def _structure_and_calculator(args: argparse.Namespace) -> tuple[Atoms, GNNPotCa
 
     atoms = _read_structure(args.structure, args.index)
     args.threads_used = set_threads(len(atoms), args.threads)
-    calc = GNNPotCalculator(args.model, dtype=args.dtype, device=args.device, skin=args.skin, compile=args.compile)
+    calc = GNNPotCalculator(
+        args.model, dtype=args.dtype, device=args.device, skin=args.skin, compile=args.compile == "on"
+    )
     return atoms, calc
 
 
@@ -128,6 +136,7 @@ def _md(args: argparse.Namespace) -> int:
         max_force_std=args.max_force_std,
         min_distance=args.min_distance,
         seed=args.seed,
+        auto_compile=args.compile == "auto",
     )
     summary = {"structure": args.structure, "num_atoms": len(atoms), "ensemble": args.ensemble,
                "threads": args.threads_used, **result.as_dict()}  # fmt: skip
@@ -142,6 +151,8 @@ def _md(args: argparse.Namespace) -> int:
             f"energy drift{conserved}: max |E_tot - E_tot(0)| = {result.max_abs_drift_mev_per_atom:.4f} meV/atom, "
             f"rate {result.drift_rate_mev_per_atom_ps:+.4f} meV/atom/ps, mean T {result.mean_temperature:.1f} K"
         )
+        if result.compiled_at is not None:
+            print(f"compiled the model at step {result.compiled_at} (--compile auto: the run repays it)")
         if args.out:
             print(f"trajectory {args.out}")
     if result.stopped:

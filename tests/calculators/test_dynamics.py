@@ -153,3 +153,34 @@ def _graph(atoms):
     from gnnpot.data import AtomicData
 
     return AtomicData.from_atoms(atoms, 4.0, dtype=torch.float64)
+
+
+def test_auto_compile_decides_from_the_measured_costs(monkeypatch):
+    from gnnpot.calculators import dynamics
+
+    calc = GNNPotCalculator("schnet-emt-cuau")
+    # SchNet's first compiled call ~40 s; a 1.25x faster step saves 20 % of it
+    assert not dynamics.compile_pays(calc, seconds_per_step=0.01, steps_left=10_000)  # 20 s saved
+    assert dynamics.compile_pays(calc, seconds_per_step=0.01, steps_left=30_000)  # 60 s saved
+    committee = GNNPotCalculator(["schnet-emt-cuau", "painn-emt-cuau"])
+    assert not dynamics.compile_pays(committee, seconds_per_step=0.01, steps_left=30_000)  # costs 40 + 45 s
+    # a short run stays eager and says so
+    result = run_md(cuau_cell(), calc, steps=30, timestep=2.0, auto_compile=True)
+    assert result.compiled_at is None and not calc.model.compiled
+    # with a free compilation the run switches after the probe steps, and carries on smoothly
+    monkeypatch.setitem(dynamics.COMPILE_COST_S, "schnet", 0.0)
+    calc = GNNPotCalculator("schnet-emt-cuau", dtype="float64")
+    monkeypatch.setattr(type(calc), "enable_compile", lambda self, enabled=True: setattr(self, "switched", True))
+    result = run_md(cuau_cell(), calc, steps=40, timestep=2.0, auto_compile=True)
+    assert result.compiled_at == dynamics.PROBE_STEPS[1] and calc.switched and result.steps == 40
+
+
+@pytest.mark.slow
+def test_auto_compile_switches_to_the_compiled_path(monkeypatch):
+    from gnnpot.calculators import dynamics
+
+    monkeypatch.setitem(dynamics.COMPILE_COST_S, "schnet", 0.0)
+    calc = GNNPotCalculator("schnet-emt-cuau", dtype="float64")
+    result = run_md(cuau_cell(), calc, steps=60, timestep=2.0, auto_compile=True, interval=5)
+    assert result.compiled_at == dynamics.PROBE_STEPS[1] and calc.model.compiled
+    assert result.stopped is None and result.max_abs_drift_mev_per_atom < 1.0
