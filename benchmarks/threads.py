@@ -1,7 +1,7 @@
 r"""``gnnpot md`` steps/s by thread count, on an idle machine and beside one busy process.
 
-Each row is one system. Every number is a separate ``gnnpot md --json`` process (NVE, float64, the
-CLI's own timing), so each starts with fresh OpenMP threads:
+Each row is one system. Every number is a separate ``gnnpot md --json --compile off`` process (NVE,
+float64, the CLI's own timing), so each starts with fresh OpenMP threads:
 
 - idle: ``--threads 1`` and ``--threads 2``;
 - beside one busy process (a Python loop that keeps one core busy the whole time): ``--threads 2``
@@ -56,7 +56,8 @@ def systems(rmd17: Path) -> list[tuple[str, object, str, float, int]]:
 def md_rate(structure: Path, model: str, timestep: float, steps: int, threads: str) -> float:
     """Steps/s of one ``gnnpot md`` process."""
     command = [*GNNPOT, "md", "--model", model, "--structure", str(structure), "--steps", str(steps),
-               "--timestep", str(timestep), "--threads", threads, "--json", "--log", "-"]  # fmt: skip
+               "--timestep", str(timestep), "--threads", threads, "--compile", "off",
+               "--json", "--log", "-"]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
     summary = json.loads(done.stdout)
