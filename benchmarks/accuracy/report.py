@@ -168,16 +168,20 @@ def _how(rows: Sequence[dict[str, Any]]) -> list[str]:
         f"{_span((r.get('load_after') or [None])[0] for r in done)}; CPU busy share just before launch "
         f"{_span(r.get('cpu_busy_before') for r in done)}."
     )
-    machines = []
+    machines: dict[str, dict[str, list[str]]] = {}  # machine -> gnnpot commit -> the runs made at it
     for row in done:
         machine = row.get("machine") or {}
         text = (
             f"{machine.get('cpu')}, {machine.get('usable_cores')} cores, torch {machine.get('torch')}, "
-            f"gnnpot {machine.get('gnnpot')} ({machine.get('git')})"
+            f"gnnpot {machine.get('gnnpot')}"
         )
-        if text not in machines:
-            machines.append(text)
-    lines += [f"- Machine: {text}" for text in machines]
+        runs = machines.setdefault(text, {}).setdefault(str(machine.get("git")), [])
+        run = f"{row['label']} {row['molecule']}"
+        if run not in runs:
+            runs.append(run)
+    for text, commits in machines.items():
+        at = "; ".join(f"{commit}: {', '.join(runs)}" for commit, runs in commits.items())
+        lines.append(f"- Machine: {text} (commit {at})")
     lines += ["", "Models:", ""]
     for model, label in _models(done):
         row = next(r for r in done if r["model"] == model)
