@@ -174,6 +174,7 @@ def ipi_rate(system: System, steps: int, sockets: str, port: int, workdir: Path)
         )
     )
     serve = [str(BIN / "gnnpot"), "serve", "--model", system.model, "--structure", "start.extxyz", "--wait", "120"]
+    serve += ["--threads", "1"]  # serve picks its own count by default (--threads auto)
     serve += ["--unix", "--address", address, "--sockets-prefix", prefix] if sockets == "unix" else [
         "--address", f"{address}:{port}"
     ]  # fmt: skip
