@@ -58,6 +58,7 @@ def build_model(
     elements: Sequence[str | int],
     e0: Mapping[str | int, float] | None = None,
     scale: float = 1.0,
+    train_e0: bool = False,
     zbl: bool = False,
     long_range: Mapping[str, Any] | None = None,
     dispersion: Mapping[str, Any] | None = None,
@@ -71,6 +72,7 @@ def build_model(
         elements: the elements the model knows (symbols or atomic numbers).
         e0: per-element reference energies (eV) by symbol or atomic number; missing ones are 0.
         scale: energy scale (eV) applied to the readout, e.g. the force RMS of the data.
+        train_e0: train a per-element correction to ``e0`` (:class:`~gnnpot.nn.ScaleShift`).
         zbl: add the ZBL short-range repulsion prior.
         long_range: an electrostatic head (:mod:`gnnpot.nn.long_range`), e.g. ``{"kind": "ewald"}``
             (charges learned from the features) or ``{"kind": "fixed_charges"}`` (the data's
@@ -96,7 +98,7 @@ def build_model(
     potential = Potential(
         representation=family,
         readout=READOUTS[family_class.readout](family.num_features),
-        scale_shift=ScaleShift(len(numbers), shift=shift, scale=scale),
+        scale_shift=ScaleShift(len(numbers), shift=shift, scale=scale, train_e0=train_e0),
         elements=numbers,
         pair_repulsion=ZBLRepulsion(cutoff) if zbl else None,
         long_range=head,
@@ -111,6 +113,8 @@ def build_model(
         "zbl": bool(zbl),
         "hparams": dict(hparams),
     }
+    if train_e0:  # absent otherwise, so configs of models with fixed E0s stay as they were
+        config["train_e0"] = True
     if long_range is not None:  # absent otherwise, so configs of local models stay as they were
         config["long_range"] = long_range
     if dispersion is not None:
@@ -157,6 +161,7 @@ def model_from_config(config: Mapping[str, Any]) -> ForceField:
         elements=config["elements"],
         e0=config.get("e0"),
         scale=config.get("scale", 1.0),
+        train_e0=config.get("train_e0", False),
         zbl=config.get("zbl", False),
         long_range=config.get("long_range"),
         dispersion=config.get("dispersion"),

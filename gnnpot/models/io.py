@@ -125,6 +125,8 @@ def model_metadata(model: ForceField) -> dict[str, Any]:
 
     config = model.config
     e0 = config.get("e0", {})
+    if config.get("train_e0"):  # the trained E0s, not the starting ones of the config
+        e0 = dict(zip(config["elements"], model.potential.scale_shift.e0().tolist()))
     return {
         "format_version": FORMAT_VERSION,
         "gnnpot_version": __version__,

@@ -42,9 +42,18 @@ class ScaleShift(nn.Module):
     Both come from the training data statistics and are buffers (saved, not trained). The shift
     stays float64 through ``.to(dtype)``: E0s are large (hundreds of eV for molecules), and a
     round trip through float32 would move an isolated atom's energy by 1e-6 eV.
+
+    With ``train_e0``, a trained correction ``delta[species]`` (eV, starting at 0) is added to the
+    shift, as NequIP's trainable per-type shifts. The potential references its readout to the
+    isolated atom (:meth:`gnnpot.models.potential.Potential.atomic_energies`), so nothing else in
+    the model can move the energy by a constant per element: when the E0s are a least-squares
+    estimate (one molecule's mean energy, say) rather than isolated-atom energies, the error of
+    that estimate is otherwise learned only slowly through the features.
     """
 
-    def __init__(self, num_elements: int, shift: Sequence[float] | None = None, scale: float = 1.0) -> None:
+    def __init__(
+        self, num_elements: int, shift: Sequence[float] | None = None, scale: float = 1.0, train_e0: bool = False
+    ) -> None:
         super().__init__()
         shift_tensor = torch.zeros(num_elements, dtype=torch.float64)
         if shift is not None:
@@ -53,6 +62,7 @@ class ScaleShift(nn.Module):
             raise ValueError(f"shift needs {num_elements} values, got shape {tuple(shift_tensor.shape)}")
         self.register_buffer("shift", shift_tensor)
         self.register_buffer("scale", torch.tensor(float(scale), dtype=torch.get_default_dtype()))
+        self.delta = nn.Parameter(torch.zeros(num_elements)) if train_e0 else None
 
     def _apply(self, fn, recurse=True):
         shift = self.shift
@@ -70,10 +80,20 @@ class ScaleShift(nn.Module):
         Returns:
             [N] per-atom energies, eV.
         """
-        return self.scale * atomic + self.shift[species].to(atomic.dtype)
+        shifted = self.scale * atomic + self.shift[species].to(atomic.dtype)
+        if self.delta is not None:
+            shifted = shifted + self.delta[species].to(atomic.dtype)
+        return shifted
+
+    def e0(self) -> Tensor:
+        """[num_elements] the isolated-atom energies in use, eV (float64): the shift plus any trained correction."""
+        if self.delta is None:
+            return self.shift
+        return self.shift + self.delta.detach().to(self.shift)
 
     def __repr__(self) -> str:
-        return f"{self.__class__.__name__}(num_elements={self.shift.numel()}, scale={float(self.scale):.4g})"
+        trained = ", train_e0=True" if self.delta is not None else ""
+        return f"{self.__class__.__name__}(num_elements={self.shift.numel()}, scale={float(self.scale):.4g}{trained})"
 
 
 class LinearReadout(nn.Module):

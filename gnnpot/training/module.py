@@ -91,6 +91,8 @@ class PotentialModule(L.LightningModule):
             :func:`gnnpot.models.build_model`); ``None`` for none. Not with ``compile``.
         e0: per-element reference energies: a method (``auto``, ``lstsq``, ``isolated``) or ``{symbol: eV}``.
         isolated_atoms_file: structures with isolated-atom energies for ``e0`` (e.g. ``isolated_atoms.xyz``).
+        train_e0: train a per-element correction to the E0s, starting at 0 (for E0s fitted by least
+            squares: see :class:`~gnnpot.nn.ScaleShift`).
         scale: energy scale of the readout: ``forces_rms``, ``energy_std`` or a number (eV).
         loss: ``mse`` or ``huber``.
         huber_delta: Huber threshold in the unit of each term.
@@ -134,6 +136,7 @@ class PotentialModule(L.LightningModule):
         dispersion: dict[str, Any] | None = None,
         e0: str | dict[str, float] = "auto",
         isolated_atoms_file: str | None = None,
+        train_e0: bool = False,
         scale: str | float = "forces_rms",
         loss: LossKind = "mse",
         huber_delta: float = 0.01,
@@ -233,6 +236,7 @@ class PotentialModule(L.LightningModule):
             elements=hp.elements,
             e0=hp.e0,
             scale=float(hp.scale),
+            train_e0=hp.get("train_e0", False),
             zbl=hp.zbl,
             long_range=hp.get("long_range"),
             dispersion=hp.get("dispersion"),

@@ -103,3 +103,44 @@ def test_cached_isolated_baseline_follows_the_weights():
     next(model.potential.readout.parameters()).data.mul_(2.0)  # bypasses version tracking...
     model.eval()  # ...so eval() clears the cache, as documented
     assert torch.allclose(model(graph)["energy"].detach(), fresh_energy(), atol=1e-6)
+
+
+def _energy(model, atoms):
+    data = Batch.from_data_list([AtomicData.from_atoms(atoms, model.cutoff)])
+    out = model(data)
+    return float(out["energy"][0].detach()), out["forces"].detach()
+
+
+def test_trained_e0_shifts_each_element_by_its_correction_and_round_trips(tmp_path):
+    from gnnpot.models import read_metadata, save_model
+    from gnnpot.models.build import model_from_config
+
+    torch.manual_seed(0)
+    e0 = {"Cu": -3.0, "Au": -2.0}
+    fixed = build_model("schnet", cutoff=4.0, elements=["Cu", "Au"], e0=e0, **TINY).double()
+    trained = build_model("schnet", cutoff=4.0, elements=["Cu", "Au"], e0=e0, train_e0=True, **TINY).double()
+    assert "train_e0" not in fixed.config and trained.config["train_e0"] is True
+    trained.load_state_dict({**fixed.state_dict(), "potential.scale_shift.delta": torch.zeros(2)})
+    with torch.no_grad():
+        trained.potential.scale_shift.delta.copy_(torch.tensor([0.25, -0.5]))
+    # An isolated atom has the trained E0; a dimer moves by the two corrections; forces do not move.
+    for symbol, expected in (("Cu", -3.0 + 0.25), ("Au", -2.0 - 0.5)):
+        assert _energy(trained, Atoms(symbol))[0] == pytest.approx(expected, abs=1e-12)
+    dimer = Atoms("CuAu", positions=[[0, 0, 0], [2.4, 0.3, 0.1]])
+    (e_fixed, f_fixed), (e_trained, f_trained) = _energy(fixed, dimer), _energy(trained, dimer)
+    assert e_trained - e_fixed == pytest.approx(0.25 - 0.5, abs=1e-12)
+    torch.testing.assert_close(f_trained, f_fixed, rtol=0, atol=1e-14)
+    # The correction is a trained parameter with a gradient from the energy alone.
+    trained.potential.scale_shift.delta.grad = None
+    data = Batch.from_data_list([AtomicData.from_atoms(dimer, 4.0)])
+    trained(data)["energy"].sum().backward()
+    assert trained.potential.scale_shift.delta.grad.tolist() == pytest.approx([1.0, 1.0])
+    # Saved and loaded, rebuilt from its config: the same energies; the file reports the trained E0s.
+    path = save_model(trained, tmp_path / "model.pt")
+    assert read_metadata(path)["e0"] == pytest.approx({"Cu": -2.75, "Au": -2.5})
+    rebuilt = model_from_config(trained.config).double()
+    rebuilt.load_state_dict(trained.state_dict())
+    assert _energy(rebuilt, dimer)[0] == pytest.approx(e_trained, abs=1e-12)
+    from gnnpot import load_model
+
+    assert _energy(load_model(path, dtype=torch.float64), dimer)[0] == pytest.approx(e_trained, abs=1e-12)

@@ -22,7 +22,9 @@ FAMILIES = [pytest.param(name, marks=() if name == "schnet" else pytest.mark.slo
 
 def make_pair(name: str):
     torch.manual_seed(0)
-    eager = build_model(name, cutoff=4.0, elements=ELEMENTS, e0=E0, scale=0.7, **testing.tiny_hparams(name))
+    eager = build_model(
+        name, cutoff=4.0, elements=ELEMENTS, e0=E0, scale=0.7, train_e0=name == "schnet", **testing.tiny_hparams(name)
+    )
     eager = eager.double()
     compiled = clone_model(eager).enable_compile()
     return eager, compiled

@@ -68,6 +68,20 @@ def test_validation_uses_the_ema_and_needs_autograd(tmp_path, emt_file, make_tra
         make_trainer(tmp_path, inference_mode=True).validate(module, dm, verbose=False)
 
 
+def test_train_e0_trains_the_correction_and_only_then(tmp_path, emt_file, make_trainer):
+    dm = datamodule(emt_file)
+    module = tiny(train_e0=True, e0={"Cu": -3.0, "Au": -2.0}, energy_weight=1.0, forces_weight=1.0, lr=0.01)
+    make_trainer(tmp_path, max_epochs=1).fit(module, dm)
+    assert module.model.config["train_e0"] is True
+    # The E0s were far off the data's (EMT energies are near 0): the correction moved towards them.
+    delta = module.model.potential.scale_shift.delta.detach()
+    assert (delta > 0.05).all(), delta  # 20 steps at 0.01
+    assert module.inference_model.potential.scale_shift.delta is not None  # the EMA carries it
+    fixed = tiny(e0={"Cu": -3.0, "Au": -2.0})
+    make_trainer(tmp_path / "fixed", max_epochs=1).fit(fixed, dm)
+    assert fixed.model.potential.scale_shift.delta is None and "train_e0" not in fixed.model.config
+
+
 def test_checkpoint_is_plain_data_and_resumes(tmp_path, emt_file, make_trainer):
     """Fit 1 epoch, resume from last.ckpt to 2 epochs: the global step continues.
 
