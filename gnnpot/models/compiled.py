@@ -109,4 +109,17 @@ def _inductor(graph: torch.fx.GraphModule, example_inputs: list) -> Callable:
 
     keep = (torch.ops.aten.index_add, torch.ops.aten.index_add_)
     table = {op: fn for op, fn in select_decomp_table().items() if getattr(op, "overloadpacket", None) not in keep}
-    return compile_fx(graph, example_inputs, decompositions=table)
+    return compile_fx(graph, example_inputs, decompositions=_DecompositionTable(table))
+
+
+class _DecompositionTable(dict):
+    """Inductor's decomposition table less ``index_add``, with a cache key Inductor can hash.
+
+    Inductor's on-disk cache of compiled graphs hashes the compile options; some entries of the
+    table are C++ functions that cannot be pickled, so with a plain dict every compilation bypassed
+    the cache and recompiled from scratch (ethanol MACE: 119 s before the first training step).
+    The table is fixed by the torch version and the operators left out, so those are its key.
+    """
+
+    def __reduce_ex__(self, protocol: object) -> tuple:
+        return (str, (f"inductor decompositions of torch {torch.__version__} without index_add",))

@@ -113,3 +113,30 @@ def test_calculator_compile_flag_and_copies():
     copied = copy.deepcopy(compiled)
     assert copied.compiled and copied._compiled_fns == {}
     assert not copy.deepcopy(compiled.enable_compile(False)).compiled
+
+
+def test_compiled_graphs_can_use_inductors_disk_cache():
+    """Inductor can hash the compile options, so a graph compiled before loads from its disk cache.
+
+    With a plain dict of decompositions (some are C++ functions, which cannot be pickled) every
+    compilation bypassed the cache and started from scratch.
+    """
+    from torch._dynamo.utils import counters
+
+    from gnnpot.models.compiled import trace_and_compile
+
+    def function(params, tensors):
+        x, index = tensors
+        return (torch.zeros(4, 3).index_add(0, index, x * params["w"]).sin().sum(),)
+
+    counters.clear()
+    w = torch.ones(3, requires_grad=True)
+    compiled = trace_and_compile(function, {"w": w}, [torch.randn(6, 3), torch.tensor([0, 1, 2, 3, 0, 1])], True)
+    x, index = torch.randn(7, 3), torch.tensor([0, 1, 2, 3, 0, 1, 2])
+    (energy,) = compiled({"w": w}, [x, index])
+    (expected,) = function({"w": w}, [x, index])
+    torch.testing.assert_close(energy, expected)
+    assert torch.autograd.grad(energy, w)[0].shape == (3,)
+    assert counters["inductor"]["fxgraph_cache_bypass"] == 0
+    assert counters["inductor"]["fxgraph_cache_hit"] + counters["inductor"]["fxgraph_cache_miss"] > 0
+    assert counters["inductor"]["extern_calls"] > 0  # index_add stays the aten kernel

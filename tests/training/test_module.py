@@ -354,6 +354,7 @@ def test_compiled_training_follows_eager(tmp_path, emt_file, make_trainer):
         dm = datamodule(emt_file)
         make_trainer(tmp_path / str(compile), max_epochs=2).fit(module, dm)
         assert module.model.compiled is compile and module.ema.module.compiled is compile
+        assert not module.ema.module._compiled_fns  # validation ran eagerly
         model = module.inference_model.eval()
         out = model(Batch.from_data_list(dm.val_data))
         predictions.append({k: out[k].detach() for k in (keys.ENERGY, keys.FORCES, keys.STRESS)})
