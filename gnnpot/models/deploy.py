@@ -471,9 +471,23 @@ def _trace(module: nn.Module, example: list[Tensor]) -> torch.fx.GraphModule:
     # Without duck sizing, sizes equal in the example (atoms and edges, say) stay separate symbols.
     with fx_config.patch(use_duck_shape=False):
         graph = make_fx(module, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*example)
+    _drop_materialize(graph)
     _trim_backward(graph)
     _make_scriptable(graph)
     return graph
+
+
+def _drop_materialize(graph: torch.fx.GraphModule) -> None:
+    """Replace :func:`~gnnpot.nn.materialize` (a layout hint for TorchInductor) by its input.
+
+    It is an operator of gnnpot's Python library, which the C++ loaders (LAMMPS, OpenMM-Torch) do
+    not have, and TorchScript gains nothing from it.
+    """
+    for node in list(graph.graph.nodes):
+        if node.op == "call_function" and node.target is torch.ops.gnnpot.materialize.default:
+            node.replace_all_uses_with(node.args[0])
+            graph.graph.erase_node(node)
+    graph.recompile()
 
 
 def _trim_backward(graph: torch.fx.GraphModule) -> None:

@@ -4,7 +4,7 @@ from gnnpot.nn.geometry import edge_vectors
 from gnnpot.nn.pairs import edges_paired, pair_expand, pair_lengths, pair_mul
 from gnnpot.nn.radial import BesselRBF, CosineCutoff, GaussianRBF, PolynomialCutoff
 from gnnpot.nn.readout import AtomwiseReadout, ScaleShift
-from gnnpot.nn.scatter import gather, scatter_sum
+from gnnpot.nn.scatter import gather, materialize, scatter_sum
 from gnnpot.nn.zbl import ZBLRepulsion
 
 __all__ = [
@@ -21,5 +21,6 @@ __all__ = [
     "pair_expand",
     "pair_lengths",
     "pair_mul",
+    "materialize",
     "scatter_sum",
 ]

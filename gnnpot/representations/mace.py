@@ -53,7 +53,7 @@ from torch_geometric.data import Data
 
 from gnnpot import keys
 from gnnpot.data.stats import mean_num_neighbors
-from gnnpot.nn import BesselRBF, PolynomialCutoff, gather, pair_expand, scatter_sum
+from gnnpot.nn import BesselRBF, PolynomialCutoff, gather, materialize, pair_expand, scatter_sum
 from gnnpot.nn.irreps import ExactWigner3j, check_irreps, edge_basis, uvu_convolution
 from gnnpot.nn.symmetric import SymmetricContraction, generalised_cg
 from gnnpot.representations.base import Representation
@@ -152,7 +152,7 @@ class _Interaction(nn.Module):
         # [E, weight_numel], 0 at the cutoff (no biases, silu(0) = 0); the MLP runs once per pair
         weight = pair_expand(self.radial(radial), paired)
         messages = self.conv(gather(self.linear_up(x), edge_index[1]), sh, weight)
-        a = self.linear_a(scatter_sum(messages, edge_index[0], x.shape[0])) * norm
+        a = self.linear_a(materialize(scatter_sum(messages, edge_index[0], x.shape[0]))) * norm
         return self.linear_b(self.product(a, species)) + self.self_connection(x, one_hot)
 
 

@@ -37,7 +37,7 @@ from torch_geometric.data import Data
 
 from gnnpot import keys
 from gnnpot.data.stats import mean_num_neighbors
-from gnnpot.nn import BesselRBF, PolynomialCutoff, gather, pair_expand, scatter_sum
+from gnnpot.nn import BesselRBF, PolynomialCutoff, gather, materialize, pair_expand, scatter_sum
 from gnnpot.nn.irreps import ExactWigner3j, check_irreps, edge_basis, uvu_convolution
 from gnnpot.representations.base import Representation
 
@@ -169,7 +169,7 @@ class _Interaction(nn.Module):
         weight = pair_expand(self.radial(radial), paired)
         self_connection = self.self_connection(x, one_hot)
         messages = self.conv(gather(self.linear_in(x), edge_index[1]), sh, weight)
-        x = scatter_sum(messages, edge_index[0], x.shape[0]) * norm
+        x = materialize(scatter_sum(messages, edge_index[0], x.shape[0])) * norm
         return self.gate(self.linear_out(x) + self_connection)
 
 
