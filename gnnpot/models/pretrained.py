@@ -43,11 +43,12 @@ PRETRAINED: dict[str, dict[str, Any]] = {
     "mace-rmd17-ethanol": {
         "file": "mace-rmd17-ethanol.pt",
         "description": "MACE small on rMD17 ethanol split 01: configs/mace_rmd17_cpu.yaml (~2 h, 1 CPU thread), "
-        "then the warm restart configs/mace_rmd17_cpu_restart.yaml (~1 h)",
+        "then two warm restarts with configs/mace_rmd17_cpu_restart.yaml (~1 h and ~2 h)",
     },
     "mace-rmd17-aspirin": {
         "file": "mace-rmd17-aspirin.pt",
-        "description": "MACE small, configs/mace_rmd17_cpu.yaml (~2 h, 1 CPU thread) on rMD17 aspirin split 01",
+        "description": "MACE small on rMD17 aspirin split 01: configs/mace_rmd17_cpu.yaml (~2 h, 1 CPU thread), "
+        "then a warm restart with configs/mace_rmd17_cpu_restart.yaml (~2 h)",
     },
     "schnet-rmd17-ethanol": {
         "file": "schnet-rmd17-ethanol.pt",
