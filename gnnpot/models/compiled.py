@@ -89,11 +89,16 @@ def _drop_detach(traced: torch.fx.GraphModule) -> None:
     to 100 % before this). gnnpot's models never detach inside the forward, so every ``detach``
     in the graph is one of these and is replaced by its input.
     """
-    for node in list(traced.graph.nodes):
-        if node.op == "call_function" and node.target is torch.ops.aten.detach.default:
+    bypass(traced, torch.ops.aten.detach.default)
+
+
+def bypass(graph: torch.fx.GraphModule, target: Callable) -> None:
+    """Replace every call of ``target`` in ``graph`` by its first argument (an identity for the values)."""
+    for node in list(graph.graph.nodes):
+        if node.op == "call_function" and node.target is target:
             node.replace_all_uses_with(node.args[0])
-            traced.graph.erase_node(node)
-    traced.recompile()
+            graph.graph.erase_node(node)
+    graph.recompile()
 
 
 def _inductor(graph: torch.fx.GraphModule, example_inputs: list) -> Callable:

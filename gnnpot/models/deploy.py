@@ -69,6 +69,7 @@ from gnnpot import keys
 from gnnpot.data.neighbors import neighbor_list_arrays
 from gnnpot.descriptors.coulomb import coulomb_matrix
 from gnnpot.models.build import clone_model
+from gnnpot.models.compiled import bypass
 from gnnpot.models.coulomb_krr import CoulombKRR
 from gnnpot.models.forces import EnergyInputs, ForceField, energy_gradients
 from gnnpot.models.io import atomic_write, plain_data
@@ -471,23 +472,12 @@ def _trace(module: nn.Module, example: list[Tensor]) -> torch.fx.GraphModule:
     # Without duck sizing, sizes equal in the example (atoms and edges, say) stay separate symbols.
     with fx_config.patch(use_duck_shape=False):
         graph = make_fx(module, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*example)
-    _drop_materialize(graph)
+    # gnnpot.nn.materialize is a layout hint for TorchInductor, an operator of gnnpot's Python
+    # library that the C++ loaders (LAMMPS, OpenMM-Torch) do not have: TorchScript gets its input.
+    bypass(graph, torch.ops.gnnpot.materialize.default)
     _trim_backward(graph)
     _make_scriptable(graph)
     return graph
-
-
-def _drop_materialize(graph: torch.fx.GraphModule) -> None:
-    """Replace :func:`~gnnpot.nn.materialize` (a layout hint for TorchInductor) by its input.
-
-    It is an operator of gnnpot's Python library, which the C++ loaders (LAMMPS, OpenMM-Torch) do
-    not have, and TorchScript gains nothing from it.
-    """
-    for node in list(graph.graph.nodes):
-        if node.op == "call_function" and node.target is torch.ops.gnnpot.materialize.default:
-            node.replace_all_uses_with(node.args[0])
-            graph.graph.erase_node(node)
-    graph.recompile()
 
 
 def _trim_backward(graph: torch.fx.GraphModule) -> None:

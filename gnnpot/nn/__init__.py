@@ -18,9 +18,9 @@ __all__ = [
     "edge_vectors",
     "edges_paired",
     "gather",
+    "materialize",
     "pair_expand",
     "pair_lengths",
     "pair_mul",
-    "materialize",
     "scatter_sum",
 ]
