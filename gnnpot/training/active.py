@@ -9,7 +9,8 @@
 3. runs ``trajectories`` MD runs (``ensemble`` at ``temperature``) with the committee calculator, each
    for up to ``md_time_ps``; a run stops at the first step where the committee's largest per-atom
    force spread passes ``threshold`` (eV/Å) or two atoms come closer than ``min_distance``, and that
-   structure is selected;
+   structure is selected; with ``labels_per_trajectory`` above 1 an uncertain run goes on and selects
+   up to that many (a trust window, as in DP-GEN: ``spacing_fs`` apart, ended past ``abort_threshold``);
 4. stops when every run held for the whole ``md_time_ps`` ("stable") or when the label budget is
    spent; otherwise labels the selected structures with the reference ``calculator``
    (:func:`gnnpot.data.label.label_file`), adds them to the data and goes on.
@@ -58,6 +59,15 @@ class ActiveLearningConfig:
         md_time_ps: how long each MD run must hold, ps.
         trajectories: MD runs per iteration.
         threshold: committee force spread (eV/Å) that marks a structure as uncertain.
+        labels_per_trajectory: structures one MD run may select. With more than one, a run goes on past
+            its first uncertain structure (its held time still ends there) and selects the next ones
+            that pass ``threshold``, each at least ``spacing_fs`` after the last, until it has this
+            many, its time is up, or the spread passes ``abort_threshold``: DP-GEN's trust window,
+            which labels more per iteration and so trains fewer committees for the same labels.
+        spacing_fs: least MD time between two structures one run selects, fs.
+        abort_threshold: spread (eV/Å) past which a run that went on is ended and that structure not
+            selected: so far out the structure is likely unphysical (DP-GEN's upper trust level).
+            ``None`` for no such end.
         min_distance: closest approach (Å) that ends a run as broken.
         label_budget: reference calculations allowed in all.
         max_iterations: iterations at most.
@@ -81,6 +91,9 @@ class ActiveLearningConfig:
     md_time_ps: float = 1.0
     trajectories: int = 4
     threshold: float = 0.1
+    labels_per_trajectory: int = 1
+    spacing_fs: float = 10.0
+    abort_threshold: float | None = None
     min_distance: float = 0.5
     label_budget: int = 200
     max_iterations: int = 10
@@ -93,7 +106,11 @@ class ActiveLearningConfig:
         for name in ("timestep", "md_time_ps", "threshold", "temperature"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("trajectories", "label_budget", "max_iterations", "workers"):
+        if self.abort_threshold is not None and not self.abort_threshold > self.threshold:
+            raise ValueError(f"abort_threshold must be above threshold {self.threshold}, got {self.abort_threshold!r}")
+        if not self.spacing_fs > 0:
+            raise ValueError(f"spacing_fs must be > 0, got {self.spacing_fs!r}")
+        for name in ("trajectories", "label_budget", "max_iterations", "workers", "labels_per_trajectory"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
 
@@ -147,7 +164,11 @@ def run_active_learning(config: ActiveLearningConfig, echo: Any = print) -> list
         runs = _explore(config, members, starts, iteration, folder)
         row["md_stable_ps"] = [run["stable_ps"] for run in runs]
         row["md_stopped"] = [run["stopped"] for run in runs]
-        selected = [run["atoms"] for run in runs if run["atoms"] is not None]
+        row["md_selected"] = [len(run["atoms"]) for run in runs]
+        # Round robin over the runs (every run's first structure, then every second one...), so that a
+        # budget cut keeps the most different structures.
+        depth = max((len(run["atoms"]) for run in runs), default=0)
+        selected = [run["atoms"][k] for k in range(depth) for run in runs if k < len(run["atoms"])]
         stop = None
         if not selected:
             stop = f"stable: every MD run held for {config.md_time_ps} ps"
@@ -217,9 +238,8 @@ def _held_out(config: ActiveLearningConfig, members: list[Path]) -> dict[str, An
 def _explore(
     config: ActiveLearningConfig, members: list[Path], starts: list, iteration: int, folder: Path
 ) -> list[dict[str, Any]]:
-    """The MD runs of one iteration: how long each held, why it stopped, the structure it stopped at."""
+    """The MD runs of one iteration: how long each held, why it stopped, the structures it selected."""
     from gnnpot.calculators import GNNPotCalculator
-    from gnnpot.calculators.dynamics import run_md
 
     calc = GNNPotCalculator([str(member) for member in members])
     steps = int(round(config.md_time_ps * 1000 / config.timestep))
@@ -228,27 +248,80 @@ def _explore(
         index = (iteration * config.trajectories + trajectory) % len(starts)
         atoms = starts[index].copy()
         atoms.calc = None
-        result = run_md(
-            atoms,
-            calc,
-            ensemble=config.ensemble,
-            temperature=config.temperature,
-            timestep=config.timestep,
-            steps=steps,
-            max_force_std=config.threshold,
-            min_distance=config.min_distance,
-            seed=config.seed + 1000 * iteration + trajectory,
-            interval=max(1, steps // 100),
-            logfile=folder / f"md_{trajectory}.log",
-        )
-        stopped = None
-        if result.stopped:
-            stopped = result.stopped
-            picked = atoms.copy()
-            picked.calc = None
-            picked.info = {"active_iteration": iteration, "md_start": index}
-        runs.append({"stable_ps": round(result.time_ps, 4), "stopped": stopped, "atoms": picked if stopped else None})
+        with (folder / f"md_{trajectory}.log").open("w") as log:
+            seed = config.seed + 1000 * iteration + trajectory
+            segment = _segment(config, calc, atoms, steps, config.threshold, log, seed, fresh=True)
+            selected = []
+            if segment.stopped:
+                selected.append(_pick(atoms, iteration, index))
+                selected += _go_on(config, calc, atoms, steps - segment.steps, log, seed, (iteration, index))
+        runs.append({"stable_ps": round(segment.time_ps, 4), "stopped": segment.stopped, "atoms": selected})
     return runs
+
+
+def _go_on(
+    config: ActiveLearningConfig, calc: Any, atoms: Any, left: int, log: Any, seed: int, origin: tuple[int, int]
+) -> list:
+    """Continue a run past its first uncertain structure; the further structures it selects (trust window)."""
+    spacing = max(1, int(round(config.spacing_fs / config.timestep)))
+    if calc.min_distance < config.min_distance:
+        return []  # a broken structure ends the run
+    selected: list = []
+    elapsed = 0.0
+    while len(selected) < config.labels_per_trajectory - 1 and left > spacing:
+        seed += 100_000  # a new Langevin noise stream for each stretch
+        away = _segment(config, calc, atoms, spacing, config.abort_threshold, log, seed)
+        seek = None
+        if not away.stopped:
+            seek = _segment(config, calc, atoms, left - spacing, config.threshold, log, seed + 50_000)
+        elapsed += away.time_ps + (seek.time_ps if seek else 0.0)
+        left -= away.steps + (seek.steps if seek else 0)
+        worst = float(np.max(calc.results["forces_std"]))
+        if seek is None or not seek.stopped or calc.min_distance < config.min_distance:
+            break
+        if config.abort_threshold is not None and worst > config.abort_threshold:
+            break
+        selected.append(_pick(atoms, *origin, after_first_ps=elapsed))
+    return selected
+
+
+def _segment(
+    config: ActiveLearningConfig,
+    calc: Any,
+    atoms: Any,
+    steps: int,
+    threshold: float | None,
+    log: Any,
+    seed: int,
+    fresh: bool = False,
+) -> Any:
+    """One stretch of a run: a ``fresh`` one draws the velocities, the others go on from the current state."""
+    from gnnpot.calculators.dynamics import run_md
+
+    return run_md(
+        atoms,
+        calc,
+        ensemble=config.ensemble,
+        temperature=config.temperature,
+        timestep=config.timestep,
+        steps=steps,
+        max_force_std=threshold,
+        min_distance=config.min_distance,
+        seed=seed,
+        init_velocities=fresh,
+        interval=max(1, steps // 100),
+        logfile=log,
+    )
+
+
+def _pick(atoms: Any, iteration: int, index: int, after_first_ps: float | None = None) -> Any:
+    """A copy of the structure a run stopped at, without results, with where it came from."""
+    picked = atoms.copy()
+    picked.calc = None
+    picked.info = {"active_iteration": iteration, "md_start": index}
+    if after_first_ps is not None:  # MD time since the run's first uncertain structure
+        picked.info["md_after_first_ps"] = round(after_first_ps, 4)
+    return picked
 
 
 def _summary(row: dict[str, Any]) -> str:

@@ -100,3 +100,29 @@ def test_the_shipped_configs_read(name):
     config = ActiveLearningConfig.from_file(Path(__file__).parents[2] / "configs" / "learn" / f"{name}.yaml")
     assert config.committee == 3 and "--trainer.max_epochs" in config.fit_args
     assert (Path(__file__).parents[2] / config.fit_config).is_file()
+
+
+def test_a_trust_window_selects_several_structures_per_run(files, tmp_path):
+    # threshold 1e-6: every step is uncertain, so each run selects its first structure and then one
+    # every spacing (2 steps of 2 fs), up to 3; the 30 steps leave room for all of them.
+    # The budget of 5 cuts the second run's third structure.
+    config = settings(files, tmp_path / "al", labels_per_trajectory=3, spacing_fs=4.0, md_time_ps=0.06, label_budget=5)
+    log = run_active_learning(config, echo=lambda line: None)
+    first = log[0]
+    assert first["md_selected"] == [3, 3] and first["labelled"] == 5
+    assert all(t == 0.0 for t in first["md_stable_ps"])  # the held time ends at the first uncertain step
+    new = list(read_frames(tmp_path / "al" / "data.xyz"))[-5:]
+    # Round robin: both runs' first structures, both second ones, then the first run's third.
+    assert [a.info["md_start"] for a in new] == [0, 1, 0, 1, 0]
+    assert [a.info.get("md_after_first_ps") for a in new] == [None, None, 0.004, 0.004, 0.008]
+    assert np.abs(new[0].positions - new[2].positions).max() > 1e-3  # the run moved on between the two
+    assert log[-1]["stop"] == "label budget of 5 spent"
+
+
+def test_an_abort_threshold_ends_a_run_without_selecting(files, tmp_path):
+    # Every structure is past the upper level too: a run keeps only its first structure.
+    config = settings(files, tmp_path / "al", labels_per_trajectory=3, abort_threshold=2e-6, max_iterations=1)
+    (first,) = run_active_learning(config, echo=lambda line: None)
+    assert first["md_selected"] == [1, 1]
+    with pytest.raises(ValueError, match="abort_threshold must be above threshold"):
+        settings(files, tmp_path, abort_threshold=1e-7)
