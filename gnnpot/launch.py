@@ -1,0 +1,116 @@
+"""The ``gnnpot`` console script: start the process with an allocator setting, then run the command.
+
+PyTorch has no caching allocator on the CPU: each tensor is a ``malloc`` and each release a ``free``.
+glibc serves a block above its mmap threshold (32 MB at most) with a fresh ``mmap`` and returns it
+with ``munmap``, so every large per-edge tensor of a big system is page-faulted in again, 4 KiB at a
+time, at every step. That is most of why the cost per atom grew with the system size. Measured
+(2026-12-06, 2-core VM, one thread, the other core busy; eager, energy + forces of fcc Cu, µs/atom/step,
+``/tmp/w/malloc/scal.py``; 864 -> 10,976 atoms):
+
+============  ==================  ======================  ==========================================
+family        glibc default       ``hugepages``           ``reuse``
+============  ==================  ======================  ==========================================
+SchNet        122 -> 360          81 -> 169               86 -> 112 (peak RSS 2.08 -> 2.45 GB)
+PaiNN         566 -> 2338         426 -> 1005             505 -> 456 (peak RSS 7.2 -> 9.9 GB)
+NequIP        1443 -> 3329        1114 -> 2066            924 -> 996 (peak RSS 6.4 -> 10.9 GB)
+============  ==================  ======================  ==========================================
+
+``GNNPOT_MALLOC`` picks the setting (glibc's tunables, which it reads only when a process starts;
+hence the one re-exec of the process here, before torch is imported):
+
+* ``hugepages`` (default): ``glibc.malloc.hugetlb=1``, glibc asks for transparent huge pages
+  (``madvise``), so a large block faults in 2 MiB at a time. The peak RSS did not change.
+* ``reuse``: ``glibc.malloc.mmap_max=0`` and a 4 GiB trim threshold: large blocks come from the heap
+  and stay there for the next step. The cost per atom becomes flat, but the heap fragments, and the
+  peak RSS of large systems rose by 20-70 %.
+* ``system``: leave the allocator alone.
+
+Nothing is changed where the user already chose (``GLIBC_TUNABLES`` names a malloc tunable, a
+``MALLOC_*_`` variable is set, or ``LD_PRELOAD`` holds jemalloc, tcmalloc or mimalloc), outside
+glibc 2.35 or newer, and, for ``hugepages``, where transparent huge pages are not in ``madvise`` mode
+(``always`` already gives them, ``never`` forbids them). The PyTorch tuning guide's remedy is an
+``LD_PRELOAD`` of jemalloc or tcmalloc, which needs a library that pip does not install; Python code
+that uses gnnpot as a library can set the same ``GLIBC_TUNABLES`` before it starts.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+SETTINGS = {
+    "hugepages": "glibc.malloc.hugetlb=1",
+    "reuse": "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967296",
+    "system": "",
+}
+VARIABLE = "GNNPOT_MALLOC"
+THP_MODE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+OTHER_ALLOCATORS = ("jemalloc", "tcmalloc", "mimalloc")
+
+
+def glibc_version() -> tuple[int, int] | None:
+    """(major, minor) of the C library when it is glibc, else None."""
+    try:
+        name, version = os.confstr("CS_GNU_LIBC_VERSION").split()  # "glibc 2.36"
+        major, minor = version.split(".")[:2]
+        return (int(major), int(minor)) if name == "glibc" else None
+    except (AttributeError, ValueError, OSError):  # not glibc, or not Linux
+        return None
+
+
+def thp_mode(path: Path = THP_MODE) -> str | None:
+    """The transparent huge page mode (the bracketed word of ``enabled``), None where unknown."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    start, end = text.find("["), text.find("]")
+    return text[start + 1 : end] if 0 <= start < end else None
+
+
+def allocator_environment(
+    environ: Mapping[str, str], glibc: tuple[int, int] | None, thp: str | None
+) -> dict[str, str] | None:
+    """The environment to restart with, or None to go on as is.
+
+    Args:
+        environ: the current environment.
+        glibc: :func:`glibc_version`.
+        thp: :func:`thp_mode`.
+
+    Raises:
+        ValueError: ``GNNPOT_MALLOC`` is not one of :data:`SETTINGS`.
+    """
+    choice = environ.get(VARIABLE, "hugepages")
+    if choice not in SETTINGS:
+        raise ValueError(f"{VARIABLE} must be one of {sorted(SETTINGS)}, got {choice!r}")
+    tunables = environ.get("GLIBC_TUNABLES", "")
+    chosen_before = (
+        "glibc.malloc." in tunables
+        or any(name.startswith("MALLOC_") and name.endswith("_") for name in environ)
+        or any(name in environ.get("LD_PRELOAD", "") for name in OTHER_ALLOCATORS)
+    )
+    if not SETTINGS[choice] or chosen_before or glibc is None or glibc < (2, 35):
+        return None
+    if choice == "hugepages" and thp != "madvise":
+        return None
+    updated = dict(environ)
+    updated["GLIBC_TUNABLES"] = ":".join(part for part in (tunables, SETTINGS[choice]) if part)
+    return updated
+
+
+def main(execve: Callable[..., None] = os.execve) -> None:
+    """Console script entry: restart with :func:`allocator_environment` when it says so, else run the CLI."""
+    try:
+        environment = allocator_environment(os.environ, glibc_version(), thp_mode())
+    except ValueError as err:
+        print(f"gnnpot: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    if environment is not None:
+        execve(sys.executable, sys.orig_argv, environment)  # does not return; the new process comes back here
+        return
+    from gnnpot.cli import main as cli_main
+
+    sys.exit(cli_main())

@@ -1,0 +1,67 @@
+"""The console script's allocator restart (gnnpot.launch) and the cheap ``import gnnpot``."""
+
+import subprocess
+import sys
+
+import pytest
+
+from gnnpot import launch
+from gnnpot.launch import allocator_environment
+
+GLIBC = (2, 36)
+
+
+def test_the_default_asks_glibc_for_huge_pages():
+    env = allocator_environment({"PATH": "/bin"}, GLIBC, "madvise")
+    assert env == {"PATH": "/bin", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+    # Other tunables are kept; reuse keeps large blocks in the heap.
+    env = allocator_environment({"GNNPOT_MALLOC": "reuse", "GLIBC_TUNABLES": "glibc.rtld.x=1"}, GLIBC, "never")
+    assert env["GLIBC_TUNABLES"] == "glibc.rtld.x=1:" + launch.SETTINGS["reuse"]
+
+
+@pytest.mark.parametrize(
+    "environ, glibc, thp",
+    [
+        ({}, GLIBC, "always"),  # huge pages already come without asking
+        ({}, GLIBC, "never"),  # and cannot be had
+        ({}, (2, 31), "madvise"),  # glibc without the hugetlb tunable
+        ({}, None, "madvise"),  # not glibc
+        ({"GNNPOT_MALLOC": "system"}, GLIBC, "madvise"),
+        ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, GLIBC, "madvise"),  # the user chose
+        ({"MALLOC_ARENA_MAX_": "2"}, GLIBC, "madvise"),
+        ({"LD_PRELOAD": "/usr/lib/libjemalloc.so.2"}, GLIBC, "madvise"),
+    ],
+)
+def test_nothing_changes_where_it_cannot_help_or_the_user_chose(environ, glibc, thp):
+    assert allocator_environment(environ, glibc, thp) is None
+
+
+def test_a_bad_choice_is_an_error():
+    with pytest.raises(ValueError, match="GNNPOT_MALLOC must be one of"):
+        allocator_environment({"GNNPOT_MALLOC": "fast"}, GLIBC, "madvise")
+
+
+def test_the_restart_keeps_the_command_line(monkeypatch, tmp_path):
+    calls, thp_mode = [], launch.thp_mode
+    monkeypatch.setattr(launch, "glibc_version", lambda: GLIBC)
+    monkeypatch.setattr(launch, "thp_mode", lambda: "madvise")
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    monkeypatch.delenv("GNNPOT_MALLOC", raising=False)
+    launch.main(execve=lambda *args: calls.append(args))
+    ((executable, argv, env),) = calls
+    assert executable == sys.executable and argv == sys.orig_argv and env["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1"
+    (tmp_path / "enabled").write_text("always [madvise] never\n")
+    assert thp_mode(tmp_path / "enabled") == "madvise" and thp_mode(tmp_path / "missing") is None
+
+
+def test_import_gnnpot_leaves_torch_for_later():
+    code = (
+        "import sys, gnnpot; assert 'torch' not in sys.modules; "
+        "from gnnpot import GNNPotCalculator, REGISTRY; assert 'schnet' in REGISTRY; "
+        "assert gnnpot.models.load_model is gnnpot.load_model; print('ok')"
+    )
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "ok\n"
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        import gnnpot
+
+        gnnpot.nothing  # noqa: B018
