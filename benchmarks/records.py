@@ -160,6 +160,7 @@ def make_record(
         "hparams_source": variant.source,
         "dtype": "float32",
         "peak_rss_mb": round(peak_rss_mb(), 1),
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),  # the allocator setting (gnnpot.launch)
         **_gpu_fields(),
         "threads": torch.get_num_threads(),
         "torch_version": torch.__version__,

@@ -40,6 +40,7 @@ from benchmarks.sizes import SIZES, Variant, select_variants, variants
 from benchmarks.workloads import MOLECULE_WORKLOADS, SCALING_REPEATS, WORKLOADS, Settings, rmd17_frames
 from gnnpot import REGISTRY
 from gnnpot.data import Frames
+from gnnpot.launch import allocator_environment, glibc_version, thp_mode
 
 PROGRAM = "python -m benchmarks"
 DEFAULT_RMD17_DIR = REPO.parent / "shared" / "data" / "rmd17"
@@ -76,7 +77,12 @@ def _child_job(label: str, args: argparse.Namespace, child: str) -> Job:
     if args.scaling_max_rss_mb is not None:
         command += ["--scaling-max-rss-mb", str(args.scaling_max_rss_mb)]
     pythonpath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-    return Job(label, command=command, env={"PYTHONPATH": pythonpath})
+    env = {"PYTHONPATH": pythonpath}
+    # The allocator setting the gnnpot command starts with (gnnpot.launch); the peers keep the runner's.
+    restart = allocator_environment(os.environ, glibc_version(), thp_mode())
+    if restart is not None:
+        env["GLIBC_TUNABLES"] = restart["GLIBC_TUNABLES"]
+    return Job(label, command=command, env=env)
 
 
 def _gnnpot_job(label: str, args: argparse.Namespace, variant: Variant, scaling: bool) -> Job:
@@ -185,7 +191,7 @@ def _run_child(args: argparse.Namespace, sink: Sink) -> None:
 
 def command_line(argv: Sequence[str], program: str) -> str:
     """``argv`` as a shell command, with the environment variables that change the results."""
-    names = ("RMD17_DIR", "OMP_NUM_THREADS", "OMP_WAIT_POLICY")
+    names = ("RMD17_DIR", "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GNNPOT_MALLOC", "GLIBC_TUNABLES")
     env = [f"{name}={shlex.quote(os.environ[name])}" for name in names if name in os.environ]
     return " ".join([*env, program, shlex.join(list(argv))]).strip()
 

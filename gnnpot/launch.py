@@ -4,8 +4,8 @@ PyTorch has no caching allocator on the CPU: each tensor is a ``malloc`` and eac
 glibc serves a block above its mmap threshold (32 MB at most) with a fresh ``mmap`` and returns it
 with ``munmap``, so every large per-edge tensor of a big system is page-faulted in again, 4 KiB at a
 time, at every step. That is most of why the cost per atom grew with the system size. Measured
-(2026-12-06, 2-core VM, one thread, the other core busy; eager, energy + forces of fcc Cu, µs/atom/step,
-``/tmp/w/malloc/scal.py``; 864 -> 10,976 atoms):
+(2026-12-06, 2-core VM, one thread, the other core busy; eager, the calculator's energy + forces of
+rattled fcc Cu, µs/atom/step, best of 3 steps, untrained ``small`` models; 864 -> 10,976 atoms):
 
 ============  ==================  ======================  ==========================================
 family        glibc default       ``hugepages``           ``reuse``
