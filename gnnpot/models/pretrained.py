@@ -48,7 +48,7 @@ PRETRAINED: dict[str, dict[str, Any]] = {
     "mace-rmd17-aspirin": {
         "file": "mace-rmd17-aspirin.pt",
         "description": "MACE small on rMD17 aspirin split 01: configs/mace_rmd17_cpu.yaml (~2 h, 1 CPU thread), "
-        "then a warm restart with configs/mace_rmd17_cpu_restart.yaml (~2 h)",
+        "then three warm restarts with configs/mace_rmd17_cpu_restart.yaml (~2 h, ~75 min and ~30 min)",
     },
     "schnet-rmd17-ethanol": {
         "file": "schnet-rmd17-ethanol.pt",
