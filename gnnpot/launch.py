@@ -18,12 +18,21 @@ NequIP        1443 -> 3329        1114 -> 2066            924 -> 996 (peak RSS 6
 ``GNNPOT_MALLOC`` picks the setting (glibc's tunables, which it reads only when a process starts;
 hence the one re-exec of the process here, before torch is imported):
 
-* ``hugepages`` (default): ``glibc.malloc.hugetlb=1``, glibc asks for transparent huge pages
-  (``madvise``), so a large block faults in 2 MiB at a time. The peak RSS did not change.
+* ``system`` (default): leave the allocator alone;
+* ``hugepages``: ``glibc.malloc.hugetlb=1``, glibc asks for transparent huge pages (``madvise``), so
+  a large block faults in 2 MiB at a time. The peak RSS did not change.
 * ``reuse``: ``glibc.malloc.mmap_max=0`` and a 4 GiB trim threshold: large blocks come from the heap
   and stay there for the next step. The cost per atom becomes flat, but the heap fragments, and the
   peak RSS of large systems rose by 20-70 %.
-* ``system``: leave the allocator alone.
+
+Neither is the default, because small systems did not gain. Idle VM, compiled path (``python -m
+benchmarks --scaling``, one run each): NequIP at 108 atoms 385 µs/atom/step with glibc's default, 562
+with ``hugepages``, 406 with ``reuse``; MACE small W4 (Cu108, 2 threads) 4.00 calls/s with the
+default, 3.48 and 3.61 with ``hugepages``. A huge page zeroes 2 MiB where a mid-sized block needs far
+less, and a block that stays in the heap costs memory. At 10,976 atoms the compiled path gained
+with both (µs/atom/step, default / ``hugepages`` / ``reuse``; peak RSS of the default and ``reuse``):
+SchNet 63.9 / 53.7 / 44.8 (1.46 / 1.66 GB), PaiNN 366 / 243 / 264 (4.40 / 5.14 GB), NequIP 678 / 631 /
+407 (4.07 / 4.61 GB). Whole table: ``docs/benchmarks.md``.
 
 Nothing is changed where the user already chose (``GLIBC_TUNABLES`` names a malloc tunable, a
 ``MALLOC_*_`` variable is set, or ``LD_PRELOAD`` holds jemalloc, tcmalloc or mimalloc), outside
@@ -83,7 +92,7 @@ def allocator_environment(
     Raises:
         ValueError: ``GNNPOT_MALLOC`` is not one of :data:`SETTINGS`.
     """
-    choice = environ.get(VARIABLE, "hugepages")
+    choice = environ.get(VARIABLE, "system")
     if choice not in SETTINGS:
         raise ValueError(f"{VARIABLE} must be one of {sorted(SETTINGS)}, got {choice!r}")
     tunables = environ.get("GLIBC_TUNABLES", "")

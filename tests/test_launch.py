@@ -9,11 +9,13 @@ from gnnpot import launch
 from gnnpot.launch import allocator_environment
 
 GLIBC = (2, 36)
+HUGE = {"GNNPOT_MALLOC": "hugepages"}
 
 
-def test_the_default_asks_glibc_for_huge_pages():
-    env = allocator_environment({"PATH": "/bin"}, GLIBC, "madvise")
-    assert env == {"PATH": "/bin", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+def test_hugepages_asks_glibc_for_huge_pages():
+    assert allocator_environment({"PATH": "/bin"}, GLIBC, "madvise") is None  # the default: no change
+    env = allocator_environment({"PATH": "/bin", "GNNPOT_MALLOC": "hugepages"}, GLIBC, "madvise")
+    assert env == {"PATH": "/bin", "GNNPOT_MALLOC": "hugepages", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
     # Other tunables are kept; reuse keeps large blocks in the heap.
     env = allocator_environment({"GNNPOT_MALLOC": "reuse", "GLIBC_TUNABLES": "glibc.rtld.x=1"}, GLIBC, "never")
     assert env["GLIBC_TUNABLES"] == "glibc.rtld.x=1:" + launch.SETTINGS["reuse"]
@@ -22,14 +24,14 @@ def test_the_default_asks_glibc_for_huge_pages():
 @pytest.mark.parametrize(
     "environ, glibc, thp",
     [
-        ({}, GLIBC, "always"),  # huge pages already come without asking
-        ({}, GLIBC, "never"),  # and cannot be had
-        ({}, (2, 31), "madvise"),  # glibc without the hugetlb tunable
-        ({}, None, "madvise"),  # not glibc
+        (HUGE, GLIBC, "always"),  # huge pages already come without asking
+        (HUGE, GLIBC, "never"),  # and cannot be had
+        (HUGE, (2, 31), "madvise"),  # glibc without the hugetlb tunable
+        (HUGE, None, "madvise"),  # not glibc
         ({"GNNPOT_MALLOC": "system"}, GLIBC, "madvise"),
-        ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, GLIBC, "madvise"),  # the user chose
-        ({"MALLOC_ARENA_MAX_": "2"}, GLIBC, "madvise"),
-        ({"LD_PRELOAD": "/usr/lib/libjemalloc.so.2"}, GLIBC, "madvise"),
+        ({**HUGE, "GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, GLIBC, "madvise"),  # the user chose
+        ({**HUGE, "MALLOC_ARENA_MAX_": "2"}, GLIBC, "madvise"),
+        ({**HUGE, "LD_PRELOAD": "/usr/lib/libjemalloc.so.2"}, GLIBC, "madvise"),
     ],
 )
 def test_nothing_changes_where_it_cannot_help_or_the_user_chose(environ, glibc, thp):
@@ -46,7 +48,7 @@ def test_the_restart_keeps_the_command_line(monkeypatch, tmp_path):
     monkeypatch.setattr(launch, "glibc_version", lambda: GLIBC)
     monkeypatch.setattr(launch, "thp_mode", lambda: "madvise")
     monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
-    monkeypatch.delenv("GNNPOT_MALLOC", raising=False)
+    monkeypatch.setenv("GNNPOT_MALLOC", "hugepages")
     launch.main(execve=lambda *args: calls.append(args))
     ((executable, argv, env),) = calls
     assert executable == sys.executable and argv == sys.orig_argv and env["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1"
