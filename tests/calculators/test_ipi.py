@@ -134,8 +134,12 @@ def test_no_server_is_one_line(tmp_path, capsys):
 def test_ctrl_c_exits_130_without_traceback(tmp_path):
     _cuau_cell(tmp_path / "init.extxyz")
     argv = ["serve", "--model", MODEL, "--structure", "init.extxyz", "--unix", "--address", str(tmp_path / "later")]
+    # A terminal starts a command with SIGINT at its default. pytest itself may run with SIGINT ignored
+    # (a non-interactive shell ignores it for jobs started with &); the child would inherit that, and
+    # Python then never raises KeyboardInterrupt.
+    default_sigint = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
     client = subprocess.Popen(
-        [*GNNPOT, *argv],
+        [GNNPOT[0], "-c", default_sigint + GNNPOT[2], *argv],
         cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,
     )  # fmt: skip
