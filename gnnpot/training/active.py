@@ -154,7 +154,8 @@ def run_active_learning(config: ActiveLearningConfig, echo: Any = print) -> list
     if not data.exists():
         write_frames(data, list(read_frames(config.initial_data)))
     starts = list(read_frames(config.structures, require=())) if config.structures else list(read_frames(data))
-    labels = log[-1]["labels"] if log else 0
+    # Labels spent so far: the last row's count is from before its own labelling (a failed one spent too).
+    labels = log[-1]["labels"] + log[-1].get("labelled", 0) + len(log[-1].get("label_failures", {})) if log else 0
     for iteration in range(len(log), config.max_iterations):
         start = time.perf_counter()
         folder = out / f"iter_{iteration}"

@@ -69,9 +69,13 @@ def test_the_loop_labels_the_doubted_structures_and_fine_tunes(files, tmp_path):
     # Iteration 1's members started from iteration 0's.
     hparams = yaml.safe_load((tmp_path / "al" / "iter_1" / "committee" / "member_1" / "hparams.yaml").read_text())
     assert hparams["init_from"].endswith("iter_0/committee/member_1")
-    # A re-run with more iterations continues after the last logged one.
+    # A re-run continues after the last logged iteration; here, as if killed after iteration 0, whose
+    # labels count.
+    log_file = tmp_path / "al" / "log.jsonl"
+    log_file.write_text(log_file.read_text().splitlines()[0] + "\n")
     log = run_active_learning(settings(files, tmp_path / "al", max_iterations=3), echo=lambda line: None)
     assert [row["iteration"] for row in log] == [0, 1, 2]
+    assert log[1]["labels"] == 2 and log[2]["labels"] == 4
 
 
 def test_a_stable_committee_stops_the_loop(files, tmp_path, capsys):
