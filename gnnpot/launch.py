@@ -3,7 +3,7 @@
 PyTorch has no caching allocator on the CPU: each tensor is a ``malloc`` and each release a ``free``.
 glibc serves a block above its mmap threshold (32 MB at most) with a fresh ``mmap`` and returns it
 with ``munmap``, so every large per-edge tensor of a big system is page-faulted in again, 4 KiB at a
-time, at every step. That is most of why the cost per atom grew with the system size. Measured
+time, at every step. That is a large part of why the cost per atom grew with the system size. Measured
 (2026-12-06, 2-core VM, one thread, the other core busy; eager, the calculator's energy + forces of
 rattled fcc Cu, µs/atom/step, best of 3 steps, untrained ``small`` models; 864 -> 10,976 atoms):
 
@@ -22,8 +22,8 @@ hence the one re-exec of the process here, before torch is imported):
 * ``hugepages``: ``glibc.malloc.hugetlb=1``, glibc asks for transparent huge pages (``madvise``), so
   a large block faults in 2 MiB at a time. The peak RSS did not change.
 * ``reuse``: ``glibc.malloc.mmap_max=0`` and a 4 GiB trim threshold: large blocks come from the heap
-  and stay there for the next step. The cost per atom becomes flat, but the heap fragments, and the
-  peak RSS of large systems rose by 20-70 %.
+  and stay there for the next step. The cost per atom was flat for SchNet and NequIP (not for compiled
+  PaiNN), but the heap fragments, and the peak RSS of large systems rose by 13-70 %.
 
 Neither is the default, because small systems did not gain. Idle VM, compiled path (``python -m
 benchmarks --scaling``, one run each): NequIP at 108 atoms 385 µs/atom/step with glibc's default, 562
