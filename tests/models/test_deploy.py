@@ -28,7 +28,9 @@ from gnnpot.models.deploy import deploy_model, load_deployed, neighbour_inputs
 ELEMENTS = ["H", "C", "O", "Cu", "Au"]
 E0 = {1: -13.6, 6: -1030.5, 8: -2040.1, 29: -1.3, 79: -0.7}
 CUTOFF = 4.0
-RTOL = {torch.float64: 1e-10, torch.float32: 1e-5}
+# float32: the deployed graph sums in another order than the eager model, and atoms shuffled reorder
+# the edges; NequIP's forces differed by 1.2e-5 of the largest (float64 is the exact check).
+RTOL = {torch.float64: 1e-10, torch.float32: 3e-5}
 # The virial sums r (x) dE/dr over every edge, terms that mostly cancel: float32 rounding of the
 # terms is ~1e-5 of the small sum (measured 2e-5 for NequIP and the histogram family).
 VIRIAL_RTOL = {torch.float64: 1e-10, torch.float32: 1e-4}
