@@ -94,6 +94,7 @@ class ChannelwiseTensorProduct(o3.TensorProduct):
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
+        self._coefficients: list[str] = []  # buffer names, one per instruction
         for n, ins in enumerate(self.instructions):
             if ins.connection_mode != "uvu" or not ins.has_weight or self.irreps_in2[ins.i_in2].mul != 1:
                 raise ValueError(f"path {n} ({ins}): only weighted 'uvu' paths with one harmonic are supported")
@@ -101,7 +102,7 @@ class ChannelwiseTensorProduct(o3.TensorProduct):
             # named like e3nn's own coefficients, so that ExactWigner3j keeps them exact in every dtype
             name = f"_path{n}_w3j_{orders[0]}_{orders[1]}_{orders[2]}"
             self.register_buffer(name, o3.wigner_3j(*orders), persistent=False)
-        self._coefficients = [name for name, _ in self.named_buffers(recurse=False) if name.startswith("_path")]
+            self._coefficients.append(name)
         if self.shared_weights or self.internal_weights:
             raise ValueError("ChannelwiseTensorProduct takes its weights per edge (shared_weights=False)")
 
