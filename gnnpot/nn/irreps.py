@@ -94,14 +94,15 @@ class ChannelwiseTensorProduct(o3.TensorProduct):
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
-        self._coefficients: list[str] = []  # buffer names, one per instruction
+        self._coefficients: list[str] = []  # buffer name per instruction; paths with the same orders share one
         for n, ins in enumerate(self.instructions):
             if ins.connection_mode != "uvu" or not ins.has_weight or self.irreps_in2[ins.i_in2].mul != 1:
                 raise ValueError(f"path {n} ({ins}): only weighted 'uvu' paths with one harmonic are supported")
             orders = (self.irreps_in1[ins.i_in1].ir.l, self.irreps_in2[ins.i_in2].ir.l, self.irreps_out[ins.i_out].ir.l)
             # named like e3nn's own coefficients, so that ExactWigner3j keeps them exact in every dtype
-            name = f"_path{n}_w3j_{orders[0]}_{orders[1]}_{orders[2]}"
-            self.register_buffer(name, o3.wigner_3j(*orders), persistent=False)
+            name = "_paths_w3j_{}_{}_{}".format(*orders)
+            if name not in self._buffers:
+                self.register_buffer(name, o3.wigner_3j(*orders), persistent=False)
             self._coefficients.append(name)
         if self.shared_weights or self.internal_weights:
             raise ValueError("ChannelwiseTensorProduct takes its weights per edge (shared_weights=False)")
@@ -114,11 +115,15 @@ class ChannelwiseTensorProduct(o3.TensorProduct):
         harmonics = [y[:, part] for part in self.irreps_in2.slices()]
         weights = weight.split([math.prod(ins.path_shape) for ins in self.instructions], dim=1)
         outputs: list[list[Tensor]] = [[] for _ in self.irreps_out]
+        contracted: dict[tuple, Tensor] = {}  # paths that differ only in parity share the same b
         for ins, name, w in zip(self.instructions, self._coefficients, weights, strict=True):
             coefficients = getattr(self, name)  # [d_in, d_sh, d_out]
             d_in, d_sh, d_out = coefficients.shape
-            b = (harmonics[ins.i_in2] @ coefficients.transpose(0, 1).reshape(d_sh, d_in * d_out)) * ins.path_weight
-            b = b.reshape(num_edges, 1, d_in, d_out)
+            key = (ins.i_in2, name, ins.path_weight)
+            if key not in contracted:
+                b = harmonics[ins.i_in2] @ coefficients.transpose(0, 1).reshape(d_sh, d_in * d_out)
+                contracted[key] = (b * ins.path_weight).reshape(num_edges, 1, d_in, d_out)
+            b = contracted[key]
             features = inputs[ins.i_in1]
             out = features[:, :, 0, None] * b[:, :, 0]
             for i in range(1, d_in):
