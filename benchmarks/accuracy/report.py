@@ -168,6 +168,13 @@ def _how(rows: Sequence[dict[str, Any]]) -> list[str]:
         f"{_span((r.get('load_after') or [None])[0] for r in done)}; CPU busy share just before launch "
         f"{_span(r.get('cpu_busy_before') for r in done)}."
     )
+    cached = [r.get("inductor_cache_mb") for r in done if r.get("peer") == "gnnpot"]
+    if any(mb is not None for mb in cached):
+        lines.append(
+            f"- Compilation: TorchInductor's disk cache held {_span(cached)} MB at the launch of each gnnpot run "
+            "that recorded it. The compiled families (`compile: true`) spend their first minutes compiling "
+            "unless the cache holds their graphs from an earlier run, so the 5-minute mark depends on it."
+        )
     machines: dict[str, dict[str, list[str]]] = {}  # machine -> gnnpot commit -> the runs made at it
     for row in done:
         machine = row.get("machine") or {}

@@ -218,6 +218,7 @@ def run_job(
     command = model.command(data, run_dir, job.budget_s, checkpoint_s)
     busy = cpu_busy()
     load_before = load_average()
+    compile_cache_mb = inductor_cache_mb(env)
     if busy is not None and busy > IDLE_BUSY:
         log(f"warning: {100 * busy:.0f} % of the CPUs were busy just before the launch: the machine is not idle")
     log(f"=== {model.name} on {data.molecule}: {job.budget_s:.0f} s, marks {list(job.marks_s)} s; {run_dir} ===")
@@ -247,6 +248,7 @@ def run_job(
         "load_before": load_before,
         "load_after": load_after,
         "cpu_busy_before": busy,
+        "inductor_cache_mb": compile_cache_mb,
         "machine": machine_info(),
     }
     ok = True
@@ -254,6 +256,19 @@ def run_job(
         rows.write(row)
         ok = ok and is_done(row)
     return ok
+
+
+def inductor_cache_mb(env: Mapping[str, str]) -> float:
+    """Size of TorchInductor's disk cache that a run launched with ``env`` reads, in MB.
+
+    A compiled gnnpot family spends its first minutes compiling unless this cache holds its graphs
+    from an earlier run, so the 5-minute mark depends on it; each row records it.
+    """
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    folder = Path(env.get("TORCHINDUCTOR_CACHE_DIR") or default_cache_dir())
+    total = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file()) if folder.is_dir() else 0
+    return round(total / 1e6, 1)
 
 
 def write_page(rows: Sequence[dict[str, Any]], markdown: Path, command: str) -> None:

@@ -171,6 +171,21 @@ def test_markdown_from_a_hand_written_jsonl(tmp_path):
     assert "No rows yet." in render_markdown([], "cmd", None)
 
 
+def test_rows_record_the_compile_cache(tmp_path):
+    """The 5-minute mark of a compiled family depends on Inductor's disk cache: its size is recorded."""
+    folder = tmp_path / "inductor"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "graph.so").write_bytes(b"x" * 2_500_000)
+    assert runner.inductor_cache_mb({"TORCHINDUCTOR_CACHE_DIR": str(folder)}) == 2.5
+    assert runner.inductor_cache_mb({"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "none")}) == 0.0
+    rows = [
+        row("nequip", "ethanol", 5, 12, inductor_cache_mb=0.0),
+        row("mace", "ethanol", 5, 16, peer="mace", inductor_cache_mb=900.0),
+    ]
+    page = render_markdown(rows, "cmd", None)
+    assert "disk cache held 0 MB at the launch of each gnnpot run" in page
+
+
 # ------------------------------------------------------------------------------------------ the watcher
 
 WRITER = textwrap.dedent(
