@@ -69,8 +69,12 @@ class MDResult:
 # thread, another process on the other core, float64, cold inductor cache (2026-12-06):
 #   schnet-rmd17-aspirin: first compiled call 38.6 s (20.6 s with the cache warm), step 9.75 -> 7.80 ms;
 #   painn-emt-cuau, Cu108: first compiled call 43.1 s, step 37.9 -> 28.9 ms.
+# and (2026-12-07, same conditions, float32, Cu108) the equivariant families, whose cost grows with l:
+#   MACE small: first compiled call 128 s; NequIP paper (l = 3): 869 s.
+# NequIP takes its paper size's cost, so that a smaller NequIP compiles later than it could rather
+# than a large one spending a quarter of an hour compiling for a short run.
 # Families not measured take the README's "a couple of minutes" as their cost.
-COMPILE_COST_S = {"schnet": 40.0, "painn": 45.0}
+COMPILE_COST_S = {"schnet": 40.0, "painn": 45.0, "mace": 130.0, "nequip": 870.0}
 UNMEASURED_COMPILE_COST_S = 150.0
 COMPILED_SPEEDUP = 1.25  # the smaller of the two measured eager/compiled step-time ratios
 PROBE_STEPS = (5, 25)  # the eager steps timed for the decision (the first ones carry one-off costs)

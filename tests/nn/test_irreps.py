@@ -10,6 +10,7 @@ CASES = [
     ("4x0e+4x1o", 3, "0e+1o+2e+3o"),  # MACE small: hidden l <= 1, harmonics to 3
     ("3x0e+3x0o+3x1o+3x1e+3x2e+3x2o", 2, "0e+0o+1o+1e+2e+2o+3o"),  # NequIP with both parities
     ("5x0e", 1, "0e+1o"),  # a first layer: scalars only
+    ("2x0e+2x3o+2x3e", 3, "0e+1o+2e+3o+3e"),  # NequIP paper's l = 3 inputs (summed by one reduction)
 ]
 
 
