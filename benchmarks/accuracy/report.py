@@ -156,7 +156,7 @@ def _how(rows: Sequence[dict[str, Any]]) -> list[str]:
     )
     lines.append(
         f"- Budget: one run per model and molecule of {_span(r.get('budget_s', 0) / 60 for r in done)} minutes "
-        "of wall-clock time from launch (start-up included), one process at a time; the newest checkpoint is "
+        "of wall-clock time from launch (start-up included); the newest checkpoint is "
         "copied at each mark (EMA weights for every model). A checkpoint lags its mark by "
         f"{_span(round(r['mark_s'] - r['written_s']) for r in done if r.get('written_s') is not None)} s "
         "(gnnpot and NequIP write one every few seconds of training, MACE after every epoch); the plot puts "
@@ -166,7 +166,8 @@ def _how(rows: Sequence[dict[str, Any]]) -> list[str]:
         f"- Threads: {_span(r.get('threads') for r in done)} (`OMP_NUM_THREADS` for every training process). "
         f"Load average (1 min) before the runs {_span((r.get('load_before') or [None])[0] for r in done)}, after "
         f"{_span((r.get('load_after') or [None])[0] for r in done)}; CPU busy share just before launch "
-        f"{_span(r.get('cpu_busy_before') for r in done)}."
+        f"{_span(r.get('cpu_busy_before') for r in done)}. A load above the thread count means other work "
+        "shared the machine during that run."
     )
     cached = [r.get("inductor_cache_mb") for r in done if r.get("peer") == "gnnpot"]
     if any(mb is not None for mb in cached):
@@ -210,7 +211,7 @@ def render_markdown(rows: Sequence[dict[str, Any]], command: str, plot: str | No
     lines = [
         "# Time to accuracy on rMD17: gnnpot and its peers (CPU)",
         "",
-        "Each model trains for a fixed wall-clock budget on the same frames, one process at a time; its "
+        "Each model trains for a fixed wall-clock budget on the same frames and threads; its "
         "weights at each mark are tested on the same held-out frames. Written by `python -m benchmarks.accuracy` "
         "(`benchmarks/accuracy/`); rows kept in the JSON lines beside this page.",
         "",
