@@ -37,6 +37,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+import torch.distributed as dist
 from jsonargparse.typing import PositiveInt
 from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.callbacks import EarlyStopping
@@ -386,7 +387,20 @@ def _run_cli(argv: Sequence[str], command: str) -> int:
             message = f"{', '.join(config_files(argv))}: {message}"
         print(error_line(command, ValueError(message)), file=sys.stderr)
         return 2
+    finally:
+        leave_process_group()
     return 0
+
+
+def leave_process_group() -> None:
+    """Destroy the DDP process group, if this process joined one, before the interpreter exits.
+
+    Lightning leaves the group open after ``fit``. At interpreter exit gloo's threads were then torn
+    down with the process and, now and then, a finished rank aborted ("terminate called without an
+    active exception", SIGABRT) and Lightning's launcher killed the others: a complete run exited -9.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def config_files(argv: Sequence[str]) -> list[str]:
