@@ -16,11 +16,14 @@ from gnnpot import keys
 from gnnpot.data import AtomicData, SkinNeighborList
 from gnnpot.data.checks import MIN_DISTANCE, check_cell, check_min_distance, check_positions
 from gnnpot.data.device_neighbors import DeviceNeighborList
+from gnnpot.data.ordering import morton_order
 from gnnpot.models import ForceField, clone_model, load_model
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 ModelLike = ForceField | str | Path
+SORT_MIN_ATOMS = 1000  # below this the feature arrays fit in the caches in any order
+SORT_EVERY = 1000  # calls between re-sorts while atoms diffuse (LAMMPS's atom_modify sort default)
 
 
 class GNNPotCalculator(Calculator):
@@ -52,6 +55,9 @@ class GNNPotCalculator(Calculator):
             :class:`ForceField` is set, off for models read from files.
         resident: build the neighbour list and graph on ``device`` (see above); default: when
             ``device`` is not the CPU. Models with a long-range or dispersion term use the host path.
+        sort_atoms: on the host path, give the model the atoms in Z-order (:mod:`gnnpot.data.ordering`),
+            re-sorted every ``SORT_EVERY`` calls, so that neighbours sit close in memory; results come
+            back in the caller's order. Default: for ``SORT_MIN_ATOMS`` atoms or more.
     """
 
     implemented_properties = [
@@ -73,6 +79,7 @@ class GNNPotCalculator(Calculator):
         skin: float = 0.5,
         compile: bool | None = None,
         resident: bool | None = None,
+        sort_atoms: bool | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -107,6 +114,9 @@ class GNNPotCalculator(Calculator):
         self.resident = bool(resident) and not any(m.potential.direct_geometry for m in self._force_fields())
         self.device_neighbors = DeviceNeighborList(self.cutoff, skin=skin) if self.resident else None
         self._device_z: tuple[np.ndarray, torch.Tensor] | None = None
+        self.sort_atoms = sort_atoms
+        self._order: np.ndarray | None = None
+        self._sorted_calls = 0
 
     def _force_fields(self) -> list[ForceField]:
         """The members that are :class:`ForceField` (a Coulomb-KRR model is not)."""
@@ -130,9 +140,16 @@ class GNNPotCalculator(Calculator):
     ) -> None:
         """Compute the results of ``atoms`` (see the class docstring for the properties)."""
         super().calculate(atoms, properties or ["energy"], system_changes)
-        data = self._device_graph(self.atoms) if self.resident else self._graph(self.atoms)
+        if self.resident:
+            data = self._device_graph(self.atoms)
+        else:
+            order = self._sort_order(self.atoms)
+            data = self._graph(self.atoms if order is None else self.atoms[order])
         outputs = [model(data) for model in self.models]
         energy, forces, energies, stresses = _to_host(outputs, len(self.atoms))
+        if not self.resident and self._order is not None:
+            inverse = np.argsort(self._order)
+            forces, energies = forces[:, inverse], energies[:, inverse]
         self.results = {
             "energy": float(energy.mean()),
             "free_energy": float(energy.mean()),
@@ -151,6 +168,18 @@ class GNNPotCalculator(Calculator):
                 self.results["stress_std"] = stress.std(axis=0)
         elif "stress" in (properties or []):
             raise PropertyNotImplementedError("stress needs a cell that is periodic in all three directions")
+
+    def _sort_order(self, atoms: Atoms) -> np.ndarray | None:
+        """The Z-order the model sees ``atoms`` in (``None``: as given), kept for ``SORT_EVERY`` calls."""
+        wanted = self.sort_atoms if self.sort_atoms is not None else len(atoms) >= SORT_MIN_ATOMS
+        if not wanted:
+            self._order = None
+            return None
+        if self._order is None or len(self._order) != len(atoms) or self._sorted_calls % SORT_EVERY == 0:
+            self._order = morton_order(atoms)
+            self._sorted_calls = 0
+        self._sorted_calls += 1
+        return self._order
 
     @property
     def min_distance(self) -> float:

@@ -182,3 +182,27 @@ def test_far_from_the_origin_float32_keeps_its_digits(periodic):
     assert np.abs(f_far - f_near).max() < 1e-5
     if periodic:
         assert np.abs(s_far[0] - s_near[0]).max() < 1e-6
+
+
+def test_sorted_atoms_give_the_results_in_the_callers_order(monkeypatch):
+    """Z-order sorting inside the calculator, re-sorted along a trajectory, changes nothing the caller sees."""
+    from gnnpot.calculators import calculator as module
+
+    monkeypatch.setattr(module, "SORT_EVERY", 2)
+    torch.manual_seed(0)
+    members = [build_model("schnet", cutoff=4.0, elements=["Cu", "Au"], **testing.tiny_hparams("schnet"))
+               for _ in range(2)]  # fmt: skip
+    atoms = bulk("Cu", "fcc", a=3.7, cubic=True).repeat(3)
+    atoms.numbers[::5] = 79
+    atoms = atoms[np.random.default_rng(0).permutation(len(atoms))]
+    plain, sorting = (GNNPotCalculator(members, dtype="float64", sort_atoms=s) for s in (False, True))
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        atoms.positions += rng.normal(scale=0.1, size=atoms.positions.shape)
+        results = []
+        for calc in (plain, sorting):
+            calc.calculate(atoms.copy(), ["energy", "forces", "stress"])
+            results.append(calc.results)
+        for name in ("energy", "forces", "stress", "energies", "forces_std"):
+            np.testing.assert_allclose(results[1][name], results[0][name], rtol=0, atol=1e-10)
+    assert sorting._order is not None and plain._order is None
