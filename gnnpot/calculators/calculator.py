@@ -144,7 +144,13 @@ class GNNPotCalculator(Calculator):
             data = self._device_graph(self.atoms)
         else:
             order = self._sort_order(self.atoms)
-            data = self._graph(self.atoms if order is None else self.atoms[order])
+            try:
+                data = self._graph(self.atoms if order is None else self.atoms[order])
+            except ValueError:
+                if order is not None:  # the same checks in the caller's order name the caller's atoms
+                    self._order = None
+                    self._graph(self.atoms)
+                raise
         outputs = [model(data) for model in self.models]
         energy, forces, energies, stresses = _to_host(outputs, len(self.atoms))
         if not self.resident and self._order is not None:

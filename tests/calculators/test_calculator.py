@@ -206,3 +206,17 @@ def test_sorted_atoms_give_the_results_in_the_callers_order(monkeypatch):
         for name in ("energy", "forces", "stress", "energies", "forces_std"):
             np.testing.assert_allclose(results[1][name], results[0][name], rtol=0, atol=1e-10)
     assert sorting._order is not None and plain._order is None
+
+
+def test_sorted_atoms_errors_name_the_callers_atoms():
+    model = build_model("schnet", cutoff=4.0, elements=["Cu"], **testing.tiny_hparams("schnet"))
+    atoms = bulk("Cu", "fcc", a=3.7, cubic=True).repeat(2)
+    atoms = atoms[np.random.default_rng(0).permutation(len(atoms))]
+    atoms.positions[5] = atoms.positions[11] + [0.05, 0.0, 0.0]
+    calc = GNNPotCalculator(model, sort_atoms=True)
+    with pytest.raises(ValueError, match=r"atoms 5 and 11 are 0\.0500 Å apart"):
+        calc.calculate(atoms, ["energy"])
+    atoms.positions[5] += 1.0
+    atoms.positions[3, 0] = np.nan
+    with pytest.raises(ValueError, match=r"positions of atoms \[3\]"):
+        calc.calculate(atoms, ["energy"])
