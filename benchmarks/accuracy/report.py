@@ -179,10 +179,10 @@ def _how(rows: Sequence[dict[str, Any]]) -> list[str]:
     machines: dict[str, dict[str, list[str]]] = {}  # machine -> gnnpot commit -> the runs made at it
     for row in done:
         machine = row.get("machine") or {}
-        text = (
-            f"{machine.get('cpu')}, {machine.get('usable_cores')} cores, torch {machine.get('torch')}, "
-            f"gnnpot {machine.get('gnnpot')}"
-        )
+        cores, usable = machine.get("logical_cores"), machine.get("usable_cores")
+        pinned = f" (the run pinned to {usable})" if usable is not None and cores is not None and usable < cores else ""
+        text = f"{machine.get('cpu')}, {cores} cores{pinned}, torch {machine.get('torch')}, "
+        text += f"gnnpot {machine.get('gnnpot')}"
         runs = machines.setdefault(text, {}).setdefault(str(machine.get("git")), [])
         run = f"{row['label']} {row['molecule']}"
         if run not in runs:

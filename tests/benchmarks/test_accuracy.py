@@ -25,6 +25,9 @@ REPO = Path(__file__).resolve().parents[2]
 RMD17 = Path(os.environ.get("GNNPOT_SHARED_DATA", REPO.parent / "shared" / "data")) / "rmd17"
 
 
+MACHINE = {"cpu": "AMD EPYC", "logical_cores": 2, "usable_cores": 2, "torch": "2.13.0", "gnnpot": "0.1.0", "git": "abc"}
+
+
 def row(model, molecule, minutes, force, energy=1.0, peer="gnnpot", test=1000, train=1000, **extra):
     """A finished row as the runner writes it (the fields the page reads)."""
     return {
@@ -47,7 +50,7 @@ def row(model, molecule, minutes, force, energy=1.0, peer="gnnpot", test=1000, t
         "threads": 2,
         "load_before": [0.1, 0.1, 0.1],
         "load_after": [1.9, 1.5, 1.0],
-        "machine": {"cpu": "AMD EPYC", "usable_cores": 2, "torch": "2.13.0", "gnnpot": "0.1.0", "git": "abc"},
+        "machine": MACHINE,
         "settings": {"source": "configs/x"},
         "command": "gnnpot fit ...",
         **extra,
@@ -184,6 +187,14 @@ def test_rows_record_the_compile_cache(tmp_path):
     ]
     page = render_markdown(rows, "cmd", None)
     assert "disk cache held 0 MB at the launch of each gnnpot run" in page
+
+
+def test_machine_lines_say_when_a_run_was_pinned_to_fewer_cores():
+    pinned = {**MACHINE, "usable_cores": 1, "git": "d"}
+    rows = [row("schnet", "ethanol", 5, 12), row("painn", "ethanol", 5, 10, machine=pinned)]
+    page = render_markdown(rows, "cmd", None)
+    assert "- Machine: AMD EPYC, 2 cores, torch 2.13.0, gnnpot 0.1.0 (commit abc: gnnpot schnet" in page
+    assert "- Machine: AMD EPYC, 2 cores (the run pinned to 1), torch 2.13.0, gnnpot 0.1.0 (commit d: gnnpot" in page
 
 
 # ------------------------------------------------------------------------------------------ the watcher
