@@ -115,7 +115,8 @@ class GNNPotCalculator(Calculator):
         self.device_neighbors = DeviceNeighborList(self.cutoff, skin=skin) if self.resident else None
         self._device_z: tuple[np.ndarray, torch.Tensor] | None = None
         self.sort_atoms = sort_atoms
-        self._order: np.ndarray | None = None
+        self._order: np.ndarray | None = None  # the sorted order and its inverse, kept between re-sorts
+        self._inverse: np.ndarray | None = None
         self._sorted_calls = 0
 
     def _force_fields(self) -> list[ForceField]:
@@ -140,10 +141,10 @@ class GNNPotCalculator(Calculator):
     ) -> None:
         """Compute the results of ``atoms`` (see the class docstring for the properties)."""
         super().calculate(atoms, properties or ["energy"], system_changes)
+        order = None if self.resident else self._sort_order(self.atoms)
         if self.resident:
             data = self._device_graph(self.atoms)
         else:
-            order = self._sort_order(self.atoms)
             try:
                 data = self._graph(self.atoms if order is None else self.atoms[order])
             except ValueError:
@@ -153,9 +154,8 @@ class GNNPotCalculator(Calculator):
                 raise
         outputs = [model(data) for model in self.models]
         energy, forces, energies, stresses = _to_host(outputs, len(self.atoms))
-        if not self.resident and self._order is not None:
-            inverse = np.argsort(self._order)
-            forces, energies = forces[:, inverse], energies[:, inverse]
+        if order is not None:
+            forces, energies = forces[:, self._inverse], energies[:, self._inverse]
         self.results = {
             "energy": float(energy.mean()),
             "free_energy": float(energy.mean()),
@@ -183,6 +183,7 @@ class GNNPotCalculator(Calculator):
             return None
         if self._order is None or len(self._order) != len(atoms) or self._sorted_calls % SORT_EVERY == 0:
             self._order = morton_order(atoms)
+            self._inverse = np.argsort(self._order)
             self._sorted_calls = 0
         self._sorted_calls += 1
         return self._order
