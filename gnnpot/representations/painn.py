@@ -13,6 +13,7 @@ Defaults follow the paper's MD17 setting: 128 features, 3 interactions, 20 sinc
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import Data
 
@@ -133,8 +134,8 @@ class PaiNNUpdate(nn.Module):
 class PaiNN(Representation):
     """PaiNN representation: ``forward(graph) -> [N, num_features]`` invariant scalar features.
 
-    The radial basis, envelope and the filters of all layers are computed once per forward, in one
-    matrix product over the edges, and handed to the message blocks.
+    The radial basis and envelope are computed once per forward, and each layer's filters by one
+    matrix product over the edges (pairs), before the message blocks run.
 
     Args:
         num_elements: size of the species embedding.
@@ -186,11 +187,19 @@ class PaiNN(Representation):
         direction = edge_vec / edge_len.unsqueeze(-1)
         paired = bool(graph.get(keys.EDGE_PAIRED, False))
         lengths = pair_lengths(edge_len, paired)  # filters depend on the length: one per edge pair
-        filters = self.filter_net(self.rbf(lengths)) * self.envelope(lengths).unsqueeze(-1)
+        basis = self.rbf(lengths)
+        envelope = self.envelope(lengths).unsqueeze(-1)
+        # One product per layer with its block of rows of the shared weight, not one [E', L * 3F]
+        # product split afterwards: the split views of that matrix were copied to contiguous
+        # [E', 3F] tensors (and their gradients back), a per-edge copy per layer at every step.
+        width = 3 * self.num_features
+        weight, bias = self.filter_net.weight, self.filter_net.bias
+        layer_filters = [
+            F.linear(basis, weight[k * width : (k + 1) * width], bias[k * width : (k + 1) * width]) * envelope
+            for k in range(weight.shape[0] // width)
+        ]
         if self.shared_filters:
-            layer_filters = [filters] * self.num_interactions
-        else:
-            layer_filters = filters.split(3 * self.num_features, dim=-1)
+            layer_filters = layer_filters * self.num_interactions
         s = self.embedding(graph[keys.SPECIES])
         v: Tensor | None = None  # vectors start at zero: the first message block creates them
         for message, update, w in zip(self.messages, self.updates, layer_filters, strict=True):
