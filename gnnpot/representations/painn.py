@@ -189,15 +189,12 @@ class PaiNN(Representation):
         lengths = pair_lengths(edge_len, paired)  # filters depend on the length: one per edge pair
         basis = self.rbf(lengths)
         envelope = self.envelope(lengths).unsqueeze(-1)
-        # One product per layer with its block of rows of the shared weight, not one [E', L * 3F]
+        # One product per layer with its block of rows of the filter weight, not one [E', L * 3F]
         # product split afterwards: the split views of that matrix were copied to contiguous
         # [E', 3F] tensors (and their gradients back), a per-edge copy per layer at every step.
         width = 3 * self.num_features
-        weight, bias = self.filter_net.weight, self.filter_net.bias
-        layer_filters = [
-            F.linear(basis, weight[k * width : (k + 1) * width], bias[k * width : (k + 1) * width]) * envelope
-            for k in range(weight.shape[0] // width)
-        ]
+        blocks = zip(self.filter_net.weight.split(width), self.filter_net.bias.split(width), strict=True)
+        layer_filters = [F.linear(basis, weight, bias) * envelope for weight, bias in blocks]
         if self.shared_filters:
             layer_filters = layer_filters * self.num_interactions
         s = self.embedding(graph[keys.SPECIES])
