@@ -23,6 +23,10 @@ Beyond Lightning's own arguments:
     * ``--ensemble N`` (fit only): N members one after another, member k with seed ``seed_everything + k``
       in run version ``ensemble_k`` (``<run.version>_k`` when ``--run.version`` is given): a committee
       for :class:`~gnnpot.calculators.GNNPotCalculator`.
+    * ``--threads`` (default ``auto``): torch's intra-op threads, chosen as
+      :func:`~gnnpot.calculators.threads.training_threads` says (``OMP_NUM_THREADS`` when set, else
+      the cores not busy now), since two spinning OpenMP threads beside a busy core train many times
+      slower than one. A multi-process DDP run leaves the choice to Lightning.
     * ``trainer.inference_mode`` defaults to ``False`` (forces need autograd) and gradients are clipped at 10.
 """
 
@@ -37,6 +41,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+import torch
 import torch.distributed as dist
 from jsonargparse.typing import PositiveInt
 from lightning.pytorch import Trainer, seed_everything
@@ -45,6 +50,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, Logger
 from lightning.pytorch.plugins.io import CheckpointIO
 
+from gnnpot.calculators.threads import training_threads
 from gnnpot.cli.common import error_line, guarded, is_debug
 from gnnpot.data.datamodule import AtomsDataModule
 from gnnpot.models.io import load_error
@@ -143,13 +149,24 @@ class GNNPotCLI(LightningCLI):
             help="fit only: train N members one after another, member k with seed seed_everything + k in run "
             "version ensemble_k (<run.version>_k when --run.version is given): a committee for GNNPotCalculator",
         )
+        parser.add_argument(
+            "--threads",
+            type=str,
+            default="auto",
+            help="torch intra-op threads, or auto: OMP_NUM_THREADS when set, else the cores not busy now "
+            "(default auto; docs/threads.md)",
+        )
         parser.set_defaults({"trainer.inference_mode": False, "trainer.gradient_clip_val": 10.0})
         # argparse has no public lookup of an action; the help comes from PotentialModule's docstring.
         action = parser._option_string_actions["--model.representation_hparams"]
         action.help = f"{action.help} Accepted by family: {representation_hparams_help()}."
 
     def before_instantiate_classes(self) -> None:
-        """Check ``--ensemble`` and name the first member's run version."""
+        """Set the thread count; check ``--ensemble`` and name the first member's run version."""
+        try:
+            torch.set_num_threads(training_threads(self._get(self.config, "threads")))
+        except ValueError as err:
+            self._error(str(err))
         self.members = self._get(self.config, "ensemble")
         if self.members == 1:
             return

@@ -355,3 +355,13 @@ def test_the_device_reaches_the_child_and_the_settings():
     settings = workloads.Settings(device="cpu")
     settings.sync()
     assert settings.extra().device == "cpu"
+
+
+def test_threads_page_keeps_the_table_not_rerun():
+    from benchmarks.threads import split_sections
+
+    page = "# Threads\n\nMachine.\n\n## `gnnpot md --threads`\n\n| a |\n\n## `gnnpot fit --threads`\n\n| b |\n"
+    sections = split_sections(page)
+    assert sections["md"] == "## `gnnpot md --threads`\n\n| a |\n\n"
+    assert sections["fit"] == "## `gnnpot fit --threads`\n\n| b |\n"
+    assert split_sections("# Threads\n") == {}

@@ -31,6 +31,19 @@ def test_large_systems_take_the_free_cores(monkeypatch, cores, busy, expected):
     assert threads.choose_threads(10_000) == expected
 
 
+def test_training_keeps_omp_num_threads_else_takes_the_free_cores(monkeypatch):
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    monkeypatch.setattr(threads, "busy_cores", lambda interval_s=0.2: 1.0)  # the other core is busy
+    assert threads.training_threads("auto", {}) == 1
+    assert threads.training_threads("auto", {"OMP_NUM_THREADS": "3"}) == 3
+    assert threads.training_threads("auto", {"OMP_NUM_THREADS": "lots"}) == 1
+    monkeypatch.setattr(threads, "busy_cores", lambda interval_s=0.2: 0.1)
+    assert threads.training_threads("auto", {}) == 2
+    assert threads.training_threads("1", {"OMP_NUM_THREADS": "2"}) == 1
+    with pytest.raises(ValueError, match="threads must be 'auto' or a positive integer, got '0'"):
+        threads.training_threads("0")
+
+
 def test_cpu_busy_reads_proc_stat():
     busy = threads.cpu_busy(0.05)
     assert busy is None or 0.0 <= busy <= 1.0

@@ -151,6 +151,19 @@ def test_help_and_bad_arguments(capsys):
     assert main(["fit", "--config", "configs/painn_demo.yaml", "--model.optimizer", "sgd"]) != 0
 
 
+def test_fit_sets_its_threads(emt_file, tmp_path, capsys, monkeypatch_module):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert main([*fit_args(emt_file, tmp_path), "--threads", "1", "--run.plots=false"]) == 0
+        assert torch.get_num_threads() == 1
+        assert yaml.safe_load((tmp_path / "tiny" / "version_0" / "config.yaml").read_text())["threads"] == "1"
+        assert main([*fit_args(emt_file, tmp_path), "--threads", "many"]) == 2
+        assert "gnnpot fit: error: threads must be 'auto' or a positive integer, got 'many'" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_hyperparameter_typo_is_one_error_line(emt_file, tmp_path, capsys, monkeypatch_module):
     args = fit_args(emt_file, tmp_path, "--model.representation_hparams={num_feature: 8}")
     assert main(args) == 2
