@@ -1,5 +1,6 @@
 """The console script's allocator restart (gnnpot.launch) and the cheap ``import gnnpot``."""
 
+import os
 import subprocess
 import sys
 
@@ -67,3 +68,47 @@ def test_import_gnnpot_leaves_torch_for_later():
         import gnnpot
 
         gnnpot.nothing  # noqa: B018
+
+
+def test_auto_reuses_large_blocks_once_a_system_is_large(monkeypatch):
+    calls = []
+
+    def mallopt(param, value):
+        calls.append((param, value))
+        return 1
+
+    monkeypatch.setattr(launch, "_reusing", False)
+    monkeypatch.setattr(launch, "glibc_version", lambda: GLIBC)
+    assert allocator_environment({}, GLIBC, "madvise") is None  # auto restarts nothing
+    small, large = launch.LARGE_SYSTEM - 1, launch.LARGE_SYSTEM
+    assert not launch.reuse_large_blocks(small, {}, mallopt)
+    for chosen in ({"GNNPOT_MALLOC": "system"}, {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, {"GNNPOT_MALLOC": "x"}):
+        assert not launch.reuse_large_blocks(large, chosen, mallopt)
+    assert calls == []
+    assert launch.reuse_large_blocks(large, {}, mallopt)
+    assert calls == [(launch.M_MMAP_MAX, 0), (launch.M_TRIM_THRESHOLD, launch.TRIM_MAX)]
+    assert launch.reuse_large_blocks(small, {}, mallopt) and len(calls) == 2  # once per process
+
+
+def test_the_calculator_switches_at_the_large_system_size(monkeypatch):
+    from ase.build import bulk
+
+    from gnnpot import GNNPotCalculator
+
+    seen = []
+    monkeypatch.setattr("gnnpot.calculators.calculator.LARGE_SYSTEM", 4)
+    monkeypatch.setattr("gnnpot.calculators.calculator.reuse_large_blocks", seen.append)
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+    atoms.calc = GNNPotCalculator("schnet-emt-cuau")
+    atoms.get_potential_energy()
+    atoms.pop()
+    atoms.get_potential_energy()
+    assert seen == [4]
+
+
+@pytest.mark.skipif(launch.glibc_version() is None, reason="glibc's mallopt only")
+def test_glibc_takes_the_reuse_setting_at_run_time():
+    code = "from gnnpot import launch; print(launch.reuse_large_blocks(10**5))"
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "GNNPOT_MALLOC") and "MALLOC_" not in k}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert done.stdout == "True\n"

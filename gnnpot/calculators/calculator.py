@@ -17,6 +17,7 @@ from gnnpot.data import AtomicData, SkinNeighborList
 from gnnpot.data.checks import MIN_DISTANCE, check_cell, check_min_distance, check_positions
 from gnnpot.data.device_neighbors import DeviceNeighborList
 from gnnpot.data.ordering import morton_order
+from gnnpot.launch import LARGE_SYSTEM, reuse_large_blocks
 from gnnpot.models import ForceField, clone_model, load_model
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -42,6 +43,10 @@ class GNNPotCalculator(Calculator):
     vesin-torch); a call copies the positions in and one flat tensor of results out. Elements, cell
     and periodicity are checked on the host, where ASE holds them, and passed to the model as facts,
     so it reads nothing back; the one read left is the shortest distance, for the overlap check.
+
+    From :data:`~gnnpot.launch.LARGE_SYSTEM` atoms on, the first call switches the process's glibc
+    allocator to keep large blocks for the next step (:func:`gnnpot.launch.reuse_large_blocks`;
+    ``GNNPOT_MALLOC=system`` keeps glibc's default).
 
     Args:
         model: a :class:`ForceField`, a model file, a Lightning checkpoint, a run folder, a
@@ -141,6 +146,8 @@ class GNNPotCalculator(Calculator):
     ) -> None:
         """Compute the results of ``atoms`` (see the class docstring for the properties)."""
         super().calculate(atoms, properties or ["energy"], system_changes)
+        if len(self.atoms) >= LARGE_SYSTEM:
+            reuse_large_blocks(len(self.atoms))
         order = None if self.resident else self._sort_order(self.atoms)
         if self.resident:
             data = self._device_graph(self.atoms)
