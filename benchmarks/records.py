@@ -45,6 +45,7 @@ from benchmarks.workloads import (
     w3_infer_batch,
     w4_md_cu108,
 )
+from gnnpot import launch
 from gnnpot.data import AtomicData, Frames
 from gnnpot.models import ForceField
 from gnnpot.representations import get_family
@@ -161,6 +162,7 @@ def make_record(
         "dtype": "float32",
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),  # the allocator setting (gnnpot.launch)
+        "malloc_reuse_switched": launch.reusing(),  # GNNPOT_MALLOC=auto switched to reuse at a large system
         **_gpu_fields(),
         "threads": torch.get_num_threads(),
         "torch_version": torch.__version__,

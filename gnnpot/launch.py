@@ -131,6 +131,11 @@ def _chosen_before(environ: Mapping[str, str]) -> bool:
     )
 
 
+def reusing() -> bool:
+    """Whether :func:`reuse_large_blocks` has switched this process to ``reuse``."""
+    return _reusing
+
+
 def reuse_large_blocks(
     num_atoms: int, environ: Mapping[str, str] = os.environ, mallopt: Callable[[int, int], int] | None = None
 ) -> bool:
