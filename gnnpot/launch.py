@@ -37,8 +37,8 @@ with both (µs/atom/step, default / ``hugepages`` / ``reuse``; peak RSS of the d
 SchNet 63.9 / 53.7 / 44.8 (1.46 / 1.66 GB), PaiNN 366 / 243 / 264 (4.40 / 5.14 GB), NequIP 678 / 631 /
 407 (4.07 / 4.61 GB). Whole table: ``docs/benchmarks.md``. From 10,976 atoms to the largest cells
 that fit (97,556 atoms of SchNet, 32,000 of PaiNN and NequIP; one pinned thread, the other core busy),
-``reuse`` was 1.2-1.9x faster than glibc's default in every run, at 13-40 % more peak memory: hence
-``auto``'s switch at :data:`LARGE_SYSTEM` atoms.
+and in an idle A/B at 10,976 atoms, ``reuse`` was 1.06-1.9x faster than glibc's default in every
+run, at 10-42 % more peak memory: hence ``auto``'s switch at :data:`LARGE_SYSTEM` atoms.
 
 Nothing is changed where the user already chose (``GLIBC_TUNABLES`` names a malloc tunable, a
 ``MALLOC_*_`` variable is set, or ``LD_PRELOAD`` holds jemalloc, tcmalloc or mimalloc), outside
