@@ -18,9 +18,11 @@ NequIP        1443 -> 3329        1114 -> 2066            924 -> 996 (peak RSS 6
 ``GNNPOT_MALLOC`` picks the setting (glibc's tunables, which it reads only when a process starts;
 hence the one re-exec of the process here, before torch is imported):
 
-* ``auto`` (default): ``system``, until :class:`~gnnpot.calculators.GNNPotCalculator` first sees a
-  system of :data:`LARGE_SYSTEM` atoms or more; then :func:`reuse_large_blocks` makes the process
-  ``reuse`` from there on with glibc's ``mallopt`` (no restart; library users get it too);
+* ``auto`` (default): ``system``, until a model call of :data:`LARGE_SYSTEM` atoms or more (in
+  :class:`~gnnpot.calculators.GNNPotCalculator`, and so the LAMMPS and i-PI drivers, in
+  :func:`~gnnpot.predict` and ``gnnpot eval`` per batch, in the torch-sim model per state); then
+  :func:`reuse_large_blocks` makes the process ``reuse`` from there on with glibc's ``mallopt`` (no
+  restart; library users get it too);
 * ``system``: leave the allocator alone;
 * ``hugepages``: ``glibc.malloc.hugetlb=1``, glibc asks for transparent huge pages (``madvise``), so
   a large block faults in 2 MiB at a time. The peak RSS did not change.
@@ -152,13 +154,13 @@ def reuse_large_blocks(
         mallopt: glibc's ``mallopt`` (default: from the C library); for tests.
     """
     global _reusing
-    if _reusing:
-        return True
+    if _reusing or num_atoms < LARGE_SYSTEM:  # first, and cheap: callers call at every step
+        return _reusing
     try:
         auto = _choice(environ) == "auto"
     except ValueError:  # the console script reports a bad choice; a library call leaves it be
         return False
-    if not auto or num_atoms < LARGE_SYSTEM or _chosen_before(environ) or glibc_version() is None:
+    if not auto or _chosen_before(environ) or glibc_version() is None:
         return False
     if mallopt is None:
         import ctypes

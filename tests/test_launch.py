@@ -90,20 +90,35 @@ def test_auto_reuses_large_blocks_once_a_system_is_large(monkeypatch):
     assert launch.reuse_large_blocks(small, {}, mallopt) and len(calls) == 2  # once per process
 
 
-def test_the_calculator_switches_at_the_large_system_size(monkeypatch):
+def test_every_inference_path_passes_the_atoms_of_each_model_call(monkeypatch):
+    """The calculator per system, ``predict`` per batch, torch-sim per state: the size ``auto`` switches on."""
     from ase.build import bulk
 
-    from gnnpot import GNNPotCalculator
+    from gnnpot import GNNPotCalculator, predict
 
     seen = []
-    monkeypatch.setattr("gnnpot.calculators.calculator.LARGE_SYSTEM", 4)
-    monkeypatch.setattr("gnnpot.calculators.calculator.reuse_large_blocks", seen.append)
+    for where in ("calculator", "predict"):
+        monkeypatch.setattr(f"gnnpot.calculators.{where}.reuse_large_blocks", seen.append)
     atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
     atoms.calc = GNNPotCalculator("schnet-emt-cuau")
     atoms.get_potential_energy()
     atoms.pop()
     atoms.get_potential_energy()
-    assert seen == [4]
+    assert seen == [4, 3]
+    predict([atoms, atoms.repeat(2), atoms], "schnet-emt-cuau", batch_size=2)
+    assert seen[2:] == [3 + 24, 3]
+    try:
+        import torch_sim as ts
+    except ImportError:  # an optional dependency
+        return
+    import torch
+
+    from gnnpot.calculators.torchsim import GNNPotModel
+
+    monkeypatch.setattr("gnnpot.calculators.torchsim.reuse_large_blocks", seen.append)
+    cells = [atoms, atoms.repeat(2)]
+    GNNPotModel("schnet-emt-cuau", device=torch.device("cpu"))(ts.io.atoms_to_state(cells, "cpu", torch.float64))
+    assert seen[4:] == [27]
 
 
 @pytest.mark.skipif(launch.glibc_version() is None, reason="glibc's mallopt only")

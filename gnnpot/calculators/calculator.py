@@ -17,7 +17,7 @@ from gnnpot.data import AtomicData, SkinNeighborList
 from gnnpot.data.checks import MIN_DISTANCE, check_cell, check_min_distance, check_positions
 from gnnpot.data.device_neighbors import DeviceNeighborList
 from gnnpot.data.ordering import morton_order
-from gnnpot.launch import LARGE_SYSTEM, reuse_large_blocks
+from gnnpot.launch import reuse_large_blocks
 from gnnpot.models import ForceField, clone_model, load_model
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -146,8 +146,7 @@ class GNNPotCalculator(Calculator):
     ) -> None:
         """Compute the results of ``atoms`` (see the class docstring for the properties)."""
         super().calculate(atoms, properties or ["energy"], system_changes)
-        if len(self.atoms) >= LARGE_SYSTEM:
-            reuse_large_blocks(len(self.atoms))
+        reuse_large_blocks(len(self.atoms))
         order = None if self.resident else self._sort_order(self.atoms)
         if self.resident:
             data = self._device_graph(self.atoms)

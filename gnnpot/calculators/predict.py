@@ -4,7 +4,9 @@ The graphs are the calculator's (:meth:`AtomicData.from_atoms`, positions in flo
 goes through the model in one call; only one batch of graphs is held at a time, so memory is
 bounded by ``batch_size``, and the results come back in the input order. :func:`batches` is the
 loop itself, shared with ``gnnpot eval`` (:func:`gnnpot.training.evaluate.evaluate_file`), which
-builds the graphs with their labels.
+builds the graphs with their labels. A model call of :data:`~gnnpot.launch.LARGE_SYSTEM` atoms or
+more (all structures of the batch together) switches the allocator as the calculator does
+(:func:`gnnpot.launch.reuse_large_blocks`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from gnnpot import keys
 from gnnpot.data import AtomicData
 from gnnpot.data.checks import DataError, check_numbers
 from gnnpot.data.io import frame_labels
+from gnnpot.launch import reuse_large_blocks
 from gnnpot.models import ForceField, clone_model, load_model
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -133,6 +136,7 @@ def batches(
             for k, atoms in enumerate(chunk)
         ]
         batch = Batch.from_data_list(graphs).to(device)
+        reuse_large_blocks(batch.num_nodes)
         yield chunk, batch, model(batch)
 
 

@@ -10,6 +10,8 @@ MACE interface passes MACE's stress, which has this sign, through unchanged).
 The graph is gnnpot's own: each system's neighbour list is kept between calls as in the ASE
 calculator (:class:`~gnnpot.data.SkinNeighborList`, built on the CPU with vesin, in the paired
 order of :mod:`gnnpot.keys`), so the results equal :class:`~gnnpot.calculators.GNNPotCalculator`'s.
+From :data:`~gnnpot.launch.LARGE_SYSTEM` atoms in a state (all its systems together), the allocator
+switches as the calculator's does (:func:`gnnpot.launch.reuse_large_blocks`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from gnnpot import keys
 from gnnpot.calculators.predict import inference_model
 from gnnpot.data import AtomicData, SkinNeighborList
 from gnnpot.data.checks import check_min_distance, check_positions
+from gnnpot.launch import reuse_large_blocks
 from gnnpot.models import ForceField
 
 SOURCE = "torch-sim system"
@@ -113,6 +116,7 @@ class GNNPotModel(ModelInterface):
             state = ts.SimState(**{**state, "masses": masses})
         if state.device != self._device:
             state = state.to(self._device)
+        reuse_large_blocks(state.n_atoms)
         out = self.model(self._graph(state))
         energy = out[keys.ENERGY].detach()
         results = {"energy": energy}
