@@ -66,3 +66,15 @@ def test_page_from_hand_written_rows_keeps_the_conclusions(tmp_path):
     assert "| mace | 1.50 | 5 | 7 |" in text
     assert "hist, ethanol, N=25: exit 1: boom" in text
     assert text.rstrip().endswith("## Conclusions\nFixed wins small.")
+
+
+def test_nequip_small_is_the_paper_recipe_at_the_protocol_size_and_the_paper_size_runs_on_request():
+    paper, small = (
+        yaml.safe_load((descriptors.CONFIGS / BY_NAME[n].config).read_text()) for n in ("nequip_paper", "nequip")
+    )
+    paper_size, small_size = (c["model"].pop("representation_hparams") for c in (paper, small))
+    assert {k for k in paper_size if paper_size[k] != small_size[k]} == {"num_interactions", "l_max"}
+    assert (small_size["num_interactions"], small_size["l_max"]) == (3, 1)
+    assert paper["model"] == small["model"] and paper["data"] == small["data"]
+    default = descriptors.build_parser().parse_args([]).models.split(",")
+    assert "nequip" in default and "nequip_paper" not in default
