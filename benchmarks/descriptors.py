@@ -21,7 +21,8 @@ The budget rule, the same for every point:
 Jobs run ``--workers`` at a time (default 2), each on one thread: the errors do not depend on it,
 the training times do (they are given as measured, beside the number of workers). The evaluation
 cost (energy and forces of one structure, eager, one thread, median of repeated calls) is measured
-after all training, one model at a time (``--costs-only`` does only that), on the trained model or,
+after all training, one model at a time, the median of ``--cost-passes`` rounds over all models
+(``--costs-only`` does only that), on the trained model or,
 when its file is gone (a run resumed in a new session), an untrained one of the same size. Every
 finished job is a JSON line of ``--out`` (default ``docs/descriptors.jsonl``); a re-run does only
 what is missing. The page (``docs/descriptors.md``) and its plot are rewritten at the end, or from
@@ -362,7 +363,8 @@ def _cost_table(points: dict, molecules: Sequence[str], models: Sequence[Spec], 
         f"## Cost and size (N={size})",
         "",
         "Evaluation: energy and forces of one structure, eager, one thread, median of repeated calls, measured",
-        "one model at a time after all training. Training: wall time of the whole `gnnpot fit` or `fit-kernel`",
+        "one model at a time after all training; the median of rounds over all models (`eval_passes_ms` in the",
+        "JSON lines). Training: wall time of the whole `gnnpot fit` or `fit-kernel`",
         "command, workers as in the row's `workers` (one thread each). Parameters: trained numbers (a kernel",
         "model's weights; its inducing environments or training descriptors are stored beside them).",
         "",
@@ -423,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--workers", type=int, default=2, help="jobs at a time, one thread each")
     parser.add_argument("--repeats", type=int, default=50, help="calls timed per evaluation cost")
+    parser.add_argument("--cost-passes", type=int, default=3, help="rounds over all models; the median is kept")
     parser.add_argument("--work", default="/tmp/gnnpot-descriptors", help="runs and data files")
     parser.add_argument("--out", default=str(REPO / "docs" / "descriptors.jsonl"))
     parser.add_argument("--costs-only", action="store_true", help="only measure the missing evaluation costs")
@@ -477,31 +480,42 @@ def _run(args: argparse.Namespace, out: Path) -> None:
 
 
 def _measure_costs(args: argparse.Namespace, out: Path) -> None:
-    """Evaluation cost and size of each (model, molecule) at the largest N, one model at a time.
+    """Evaluation cost and size of each (model, molecule) at the largest N, all models in each of ``--cost-passes``.
 
     The trained model file when it is still there, else an untrained one of the same architecture
-    (:func:`fresh_model`); appended as updated rows.
+    (:func:`fresh_model`). The passes go round all models in turn, so a slow spell of a shared
+    machine falls on every model, and each model's cost is the median over the passes; appended as
+    updated rows.
     """
     from gnnpot.data.io import read_frames
     from gnnpot.models import load_model
 
     torch.set_num_threads(1)
     largest = max(map(int, args.sizes.split(",")))
+    todo = []
+    for (name, molecule, size), row in _latest(read_rows(out)).items():
+        if size != largest or "force_mae" not in row or row.get("eval_ms") is not None:
+            continue
+        frame = read_frames(rmd17_file(args.rmd17, molecule, "test"), index="0")[0]
+        trained = Path(row.get("model_file", ""))
+        model = load_model(trained) if trained.is_file() else fresh_model(BY_NAME[name], frame, size)
+        todo.append((row, model, frame, trained.is_file()))
+    passes: list[list[float]] = [[] for _ in todo]
+    for _ in range(args.cost_passes):
+        for times, (_, model, frame, _) in zip(passes, todo, strict=True):
+            times.append(eval_cost(model, frame, args.repeats))
     with open(out, "a") as sink:
-        for (name, molecule, size), row in _latest(read_rows(out)).items():
-            if size != largest or "force_mae" not in row or row.get("eval_ms") is not None:
-                continue
-            frame = read_frames(rmd17_file(args.rmd17, molecule, "test"), index="0")[0]
-            trained = Path(row.get("model_file", ""))
-            model = load_model(trained) if trained.is_file() else fresh_model(BY_NAME[name], frame, size)
+        for times, (row, model, _, trained) in zip(passes, todo, strict=True):
             row = {
                 **row,
-                "eval_ms": round(eval_cost(model, frame, args.repeats), 3),
-                "eval_model": "trained" if trained.is_file() else "untrained, same architecture",
+                "eval_ms": round(float(np.median(times)), 3),
+                "eval_passes_ms": [round(t, 3) for t in times],
+                "eval_model": "trained" if trained else "untrained, same architecture",
                 "n_params": sum(p.numel() for p in model.parameters()),
             }
             sink.write(json.dumps(row) + "\n")
-            print(f"{name:12s} {molecule:8s} eval {row['eval_ms']:.2f} ms", flush=True)
+            passes_ms = row["eval_passes_ms"]
+            print(f"{row['model']:12s} {row['molecule']:8s} eval {row['eval_ms']:.2f} ms {passes_ms}", flush=True)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from ase import Atoms
 
@@ -78,3 +79,38 @@ def test_nequip_small_is_the_paper_recipe_at_the_protocol_size_and_the_paper_siz
     assert paper["model"] == small["model"] and paper["data"] == small["data"]
     default = descriptors.build_parser().parse_args([]).models.split(",")
     assert "nequip" in default and "nequip_paper" not in default
+
+
+class _FakeModel(torch.nn.Module):
+    def __init__(self, name: str):
+        super().__init__()
+        self.name = name
+        self.weight = torch.nn.Parameter(torch.zeros(3))
+
+
+def test_costs_are_the_median_of_rounds_over_all_models(tmp_path, monkeypatch):
+    out = tmp_path / "rows.jsonl"
+    rows = [
+        {"model": m, "kind": "learned", "molecule": "ethanol", "size": n, "force_mae": 1.0}
+        for m in ("schnet", "painn") for n in (25, 950)
+    ]  # fmt: skip
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    costs = {"schnet": iter([3.0, 1.0, 2.0]), "painn": iter([9.0, 7.0, 8.0])}
+    calls = []
+
+    def fake_cost(model, frame, repeats):
+        calls.append(model.name)
+        return next(costs[model.name])
+
+    monkeypatch.setattr(descriptors, "eval_cost", fake_cost)
+    monkeypatch.setattr(descriptors, "fresh_model", lambda spec, frame, size: _FakeModel(spec.name))
+    monkeypatch.setattr(descriptors, "rmd17_file", lambda *args: "ethanol.npz")
+    monkeypatch.setattr("gnnpot.data.io.read_frames", lambda path, index: [Atoms("H")])
+    descriptors._measure_costs(descriptors.build_parser().parse_args(["--cost-passes", "3"]), out)
+    assert calls == ["schnet", "painn"] * 3  # rounds over all models, not one model's passes in a row
+    new = descriptors.read_rows(out)[len(rows) :]
+    assert {r["model"]: (r["size"], r["eval_ms"], r["eval_passes_ms"]) for r in new} == {
+        "schnet": (950, 2.0, [3.0, 1.0, 2.0]),
+        "painn": (950, 8.0, [9.0, 7.0, 8.0]),
+    }
+    assert all(r["n_params"] == 3 and r["eval_model"] == "untrained, same architecture" for r in new)
