@@ -50,6 +50,10 @@ class ActiveLearningConfig:
         calculator: the reference: ``emt``, ``pyscf``, ``xtb`` or ``module:Class``.
         calc_args: keyword arguments of the reference calculator.
         workers: labelling worker processes.
+        md_workers: processes that run an iteration's MD runs side by side (each loads the
+            committee and takes an equal share of this process's torch threads). The runs are the
+            same as one after another: each has its own seeds, and the calculator keeps no state
+            between runs that changes a result.
         fit_args: extra ``gnnpot fit`` arguments, e.g. ``["--trainer.max_epochs", "50"]``.
         committee: members per committee (at least 2).
         finetune: start each member from its predecessor of the last iteration.
@@ -82,6 +86,7 @@ class ActiveLearningConfig:
     calculator: str = "emt"
     calc_args: dict[str, Any] = field(default_factory=dict)
     workers: int = 1
+    md_workers: int = 1
     fit_args: list[str] = field(default_factory=list)
     committee: int = 4
     finetune: bool = True
@@ -110,7 +115,14 @@ class ActiveLearningConfig:
             raise ValueError(f"abort_threshold must be above threshold {self.threshold}, got {self.abort_threshold!r}")
         if not self.spacing_fs > 0:
             raise ValueError(f"spacing_fs must be > 0, got {self.spacing_fs!r}")
-        for name in ("trajectories", "label_budget", "max_iterations", "workers", "labels_per_trajectory"):
+        for name in (
+            "trajectories",
+            "label_budget",
+            "max_iterations",
+            "workers",
+            "md_workers",
+            "labels_per_trajectory",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
 
@@ -240,24 +252,54 @@ def _explore(
     config: ActiveLearningConfig, members: list[Path], starts: list, iteration: int, folder: Path
 ) -> list[dict[str, Any]]:
     """The MD runs of one iteration: how long each held, why it stopped, the structures it selected."""
-    from gnnpot.calculators import GNNPotCalculator
-
-    calc = GNNPotCalculator([str(member) for member in members])
-    steps = int(round(config.md_time_ps * 1000 / config.timestep))
-    runs = []
+    jobs = []
     for trajectory in range(config.trajectories):
         index = (iteration * config.trajectories + trajectory) % len(starts)
         atoms = starts[index].copy()
         atoms.calc = None
-        with (folder / f"md_{trajectory}.log").open("w") as log:
-            seed = config.seed + 1000 * iteration + trajectory
-            segment = _segment(config, calc, atoms, steps, config.threshold, log, seed, fresh=True)
-            selected = []
-            if segment.stopped:
-                selected.append(_pick(atoms, iteration, index))
-                selected += _go_on(config, calc, atoms, steps - segment.steps, log, seed, (iteration, index))
-        runs.append({"stable_ps": round(segment.time_ps, 4), "stopped": segment.stopped, "atoms": selected})
-    return runs
+        jobs.append((atoms, trajectory, index))
+    paths = [str(member) for member in members]
+    workers = min(config.md_workers, len(jobs))
+    if workers == 1:
+        from gnnpot.calculators import GNNPotCalculator
+
+        calc = GNNPotCalculator(paths)
+        return [_trajectory(config, calc, atoms, iteration, *job, folder) for atoms, *job in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch
+
+    threads = max(1, torch.get_num_threads() // workers)  # a worker each, never more threads than before
+    # spawn, not fork: a forked child of a process that has run OpenMP work can hang in it.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(
+        workers, mp_context=context, initializer=torch.set_num_threads, initargs=(threads,)
+    ) as pool:
+        futures = [pool.submit(_trajectory, config, paths, atoms, iteration, *job, folder) for atoms, *job in jobs]
+        return [future.result() for future in futures]
+
+
+def _trajectory(
+    config: ActiveLearningConfig, calc: Any, atoms: Any, iteration: int, trajectory: int, index: int, folder: Path
+) -> dict[str, Any]:
+    """One MD run from ``atoms`` (start structure ``index``); its log is ``md_<trajectory>.log``.
+
+    ``calc`` is the committee calculator, or the member paths to build one from (in a worker process).
+    """
+    if isinstance(calc, list):
+        from gnnpot.calculators import GNNPotCalculator
+
+        calc = GNNPotCalculator(calc)
+    steps = int(round(config.md_time_ps * 1000 / config.timestep))
+    with (folder / f"md_{trajectory}.log").open("w") as log:
+        seed = config.seed + 1000 * iteration + trajectory
+        segment = _segment(config, calc, atoms, steps, config.threshold, log, seed, fresh=True)
+        selected = []
+        if segment.stopped:
+            selected.append(_pick(atoms, iteration, index))
+            selected += _go_on(config, calc, atoms, steps - segment.steps, log, seed, (iteration, index))
+    return {"stable_ps": round(segment.time_ps, 4), "stopped": segment.stopped, "atoms": selected}
 
 
 def _go_on(

@@ -130,3 +130,20 @@ def test_an_abort_threshold_ends_a_run_without_selecting(files, tmp_path):
     assert first["md_selected"] == [1, 1]
     with pytest.raises(ValueError, match="abort_threshold must be above threshold"):
         settings(files, tmp_path, abort_threshold=1e-7)
+
+
+def test_md_runs_side_by_side_equal_one_after_another(files, tmp_path):
+    # threshold 0.05 eV/Å: some steps pass it, so the held times and selections are the runs' own.
+    common = dict(threshold=0.05, md_time_ps=0.04, labels_per_trajectory=2, spacing_fs=4.0, max_iterations=2)
+    one, _ = run_active_learning(settings(files, tmp_path / "one", **common), echo=lambda line: None)
+    two, _ = run_active_learning(settings(files, tmp_path / "two", md_workers=2, **common), echo=lambda line: None)
+    for key in ("md_stable_ps", "md_stopped", "md_selected", "labelled"):
+        assert one[key] == two[key]
+    assert one["labelled"] > 0
+    new_one, new_two = (list(read_frames(tmp_path / name / "data.xyz"))[-one["labelled"] :] for name in ("one", "two"))
+    for a, b in zip(new_one, new_two, strict=True):
+        np.testing.assert_array_equal(a.positions, b.positions)
+    for name in ("md_0.log", "md_1.log"):
+        assert (tmp_path / "two" / "iter_0" / name).read_text() == (tmp_path / "one" / "iter_0" / name).read_text()
+    with pytest.raises(ValueError, match="md_workers must be >= 1"):
+        settings(files, tmp_path, md_workers=0)
