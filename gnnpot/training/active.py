@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ from gnnpot.data.io import read_frames, write_frames
 
 LOG_NAME = "log.jsonl"
 DATA_NAME = "data.xyz"
+FINISHED = "finished"  # in a member's run folder once its training has ended
 
 
 @dataclass
@@ -219,7 +221,9 @@ def _train_committee(config: ActiveLearningConfig, data: Path, folder: Path, pre
     members = []
     for member in range(config.committee):
         run = folder / "committee" / f"member_{member}"
-        if not (run / "checkpoints" / "best.ckpt").exists():
+        # Not best.ckpt: Lightning writes it at every better validation, so a killed member has one too.
+        if not (run / FINISHED).exists():
+            shutil.rmtree(run, ignore_errors=True)  # a killed member's files; Lightning would version around them
             argv = ["fit", "--config", config.fit_config, *config.fit_args]
             argv += ["--data.train_file", str(data), "--seed_everything", str(config.seed + member)]
             argv += ["--run.dir", str(folder), "--run.name", "committee", "--run.version", f"member_{member}"]
@@ -228,6 +232,7 @@ def _train_committee(config: ActiveLearningConfig, data: Path, folder: Path, pre
                 argv += ["--model.init_from", str(previous / "committee" / f"member_{member}")]
             if main(argv) != 0:
                 raise RuntimeError(f"training committee member {member} in {run} failed (see the error above)")
+            (run / FINISHED).touch()
         members.append(run)
     return members
 

@@ -70,12 +70,19 @@ def test_the_loop_labels_the_doubted_structures_and_fine_tunes(files, tmp_path):
     hparams = yaml.safe_load((tmp_path / "al" / "iter_1" / "committee" / "member_1" / "hparams.yaml").read_text())
     assert hparams["init_from"].endswith("iter_0/committee/member_1")
     # A re-run continues after the last logged iteration; here, as if killed after iteration 0, whose
-    # labels count.
+    # labels count. Of iteration 1's members, the finished one is kept; the one without the finished
+    # mark (killed in training: it may have a best.ckpt from an early epoch) is trained again.
     log_file = tmp_path / "al" / "log.jsonl"
     log_file.write_text(log_file.read_text().splitlines()[0] + "\n")
+    committee = tmp_path / "al" / "iter_1" / "committee"
+    (committee / "member_1" / "finished").unlink()
+    written = {m: (committee / m / "checkpoints" / "best.ckpt").stat().st_mtime_ns for m in ("member_0", "member_1")}
     log = run_active_learning(settings(files, tmp_path / "al", max_iterations=3), echo=lambda line: None)
     assert [row["iteration"] for row in log] == [0, 1, 2]
     assert log[1]["labels"] == 2 and log[2]["labels"] == 4
+    assert (committee / "member_0" / "checkpoints" / "best.ckpt").stat().st_mtime_ns == written["member_0"]
+    assert (committee / "member_1" / "checkpoints" / "best.ckpt").stat().st_mtime_ns != written["member_1"]
+    assert (committee / "member_1" / "finished").exists()
 
 
 def test_a_stable_committee_stops_the_loop(files, tmp_path, capsys):
