@@ -52,6 +52,8 @@ class ActiveLearningConfig:
         calculator: the reference: ``emt``, ``pyscf``, ``xtb`` or ``module:Class``.
         calc_args: keyword arguments of the reference calculator.
         workers: labelling worker processes.
+        committee_workers: processes that train the committee's members side by side (an equal
+            share of the threads each; each member has its own seed, so the members are the same).
         md_workers: processes that run an iteration's MD runs side by side (each loads the
             committee and takes an equal share of this process's torch threads). The runs are the
             same as one after another: each has its own seeds, and the calculator keeps no state
@@ -88,6 +90,7 @@ class ActiveLearningConfig:
     calculator: str = "emt"
     calc_args: dict[str, Any] = field(default_factory=dict)
     workers: int = 1
+    committee_workers: int = 1
     md_workers: int = 1
     fit_args: list[str] = field(default_factory=list)
     committee: int = 4
@@ -123,6 +126,7 @@ class ActiveLearningConfig:
             "max_iterations",
             "workers",
             "md_workers",
+            "committee_workers",
             "labels_per_trajectory",
         ):
             if getattr(self, name) < 1:
@@ -216,11 +220,9 @@ def run_active_learning(config: ActiveLearningConfig, echo: Any = print) -> list
 
 def _train_committee(config: ActiveLearningConfig, data: Path, folder: Path, previous: Path | None) -> list[Path]:
     """Fit the members (or reuse those a killed run finished); returns their run folders."""
-    from gnnpot.cli import main
-
-    members = []
-    for member in range(config.committee):
-        run = folder / "committee" / f"member_{member}"
+    members = [folder / "committee" / f"member_{member}" for member in range(config.committee)]
+    todo = {}
+    for member, run in enumerate(members):
         # Not best.ckpt: Lightning writes it at every better validation, so a killed member has one too.
         if not (run / FINISHED).exists():
             shutil.rmtree(run, ignore_errors=True)  # a killed member's files; Lightning would version around them
@@ -230,11 +232,41 @@ def _train_committee(config: ActiveLearningConfig, data: Path, folder: Path, pre
             argv += ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
             if config.finetune and previous is not None:
                 argv += ["--model.init_from", str(previous / "committee" / f"member_{member}")]
-            if main(argv) != 0:
-                raise RuntimeError(f"training committee member {member} in {run} failed (see the error above)")
-            (run / FINISHED).touch()
-        members.append(run)
+            todo[member] = argv
+    workers = min(config.committee_workers, len(todo))
+    if workers <= 1:
+        codes: Any = ((member, _fit_member(argv)) for member, argv in todo.items())  # lazy: ends at a failure
+    else:
+        pool, threads = _worker_pool(workers)
+        with pool:
+            futures = {m: pool.submit(_fit_member, [*argv, "--threads", str(threads)]) for m, argv in todo.items()}
+            codes = [(member, future.result()) for member, future in futures.items()]
+    for member, code in codes:
+        if code != 0:
+            raise RuntimeError(f"training committee member {member} in {members[member]} failed (see the error above)")
+        (members[member] / FINISHED).touch()
     return members
+
+
+def _fit_member(argv: list[str]) -> int:
+    """``gnnpot fit`` with ``argv`` in this process; its exit code."""
+    from gnnpot.cli import main
+
+    return main(argv)
+
+
+def _worker_pool(workers: int) -> tuple[Any, int]:
+    """Spawned worker processes and the torch threads each gets: an equal share of this process's."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch
+
+    threads = max(1, torch.get_num_threads() // workers)  # never more threads in all than before
+    # spawn, not fork: a forked child of a process that has run OpenMP work can hang in it.
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=torch.set_num_threads, initargs=(threads,))
+    return pool, threads
 
 
 def _held_out(config: ActiveLearningConfig, members: list[Path]) -> dict[str, Any]:
@@ -270,17 +302,8 @@ def _explore(
 
         calc = GNNPotCalculator(paths)
         return [_trajectory(config, calc, atoms, iteration, *job, folder) for atoms, *job in jobs]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    import torch
-
-    threads = max(1, torch.get_num_threads() // workers)  # a worker each, never more threads than before
-    # spawn, not fork: a forked child of a process that has run OpenMP work can hang in it.
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(
-        workers, mp_context=context, initializer=torch.set_num_threads, initargs=(threads,)
-    ) as pool:
+    pool, _ = _worker_pool(workers)
+    with pool:
         futures = [pool.submit(_trajectory, config, paths, atoms, iteration, *job, folder) for atoms, *job in jobs]
         return [future.result() for future in futures]
 

@@ -1,9 +1,11 @@
 """Active learning on EMT Cu-Au: the loop labels what the committee doubts, grows the data, resumes and stops."""
 
+import itertools
 import json
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from ase.calculators.emt import EMT
 
@@ -11,6 +13,7 @@ from gnnpot.cli import main
 from gnnpot.data import read_frames, write_frames
 from gnnpot.data.generate import generate_emt_dataset
 from gnnpot.data.label import INDEX_KEY
+from gnnpot.models import load_model
 from gnnpot.testing import tiny_hparams
 from gnnpot.training.active import ActiveLearningConfig, run_active_learning
 
@@ -139,11 +142,17 @@ def test_an_abort_threshold_ends_a_run_without_selecting(files, tmp_path):
         settings(files, tmp_path, abort_threshold=1e-7)
 
 
-def test_md_runs_side_by_side_equal_one_after_another(files, tmp_path):
+def test_members_and_md_runs_side_by_side_equal_one_after_another(files, tmp_path):
     # threshold 0.05 eV/Å: some steps pass it, so the held times and selections are the runs' own.
     common = dict(threshold=0.05, md_time_ps=0.04, labels_per_trajectory=2, spacing_fs=4.0, max_iterations=2)
     one, _ = run_active_learning(settings(files, tmp_path / "one", **common), echo=lambda line: None)
-    two, _ = run_active_learning(settings(files, tmp_path / "two", md_workers=2, **common), echo=lambda line: None)
+    config = settings(files, tmp_path / "two", md_workers=2, committee_workers=2, **common)
+    two, _ = run_active_learning(config, echo=lambda line: None)
+    for iteration, member in itertools.product((0, 1), ("member_0", "member_1")):
+        run = f"iter_{iteration}/committee/{member}"
+        weights = [load_model(tmp_path / name / run).state_dict() for name in ("one", "two")]
+        for key, value in weights[0].items():
+            assert torch.equal(value, weights[1][key]), (run, key)
     for key in ("md_stable_ps", "md_stopped", "md_selected", "labelled"):
         assert one[key] == two[key]
     assert one["labelled"] > 0
@@ -152,5 +161,6 @@ def test_md_runs_side_by_side_equal_one_after_another(files, tmp_path):
         np.testing.assert_array_equal(a.positions, b.positions)
     for name in ("md_0.log", "md_1.log"):
         assert (tmp_path / "two" / "iter_0" / name).read_text() == (tmp_path / "one" / "iter_0" / name).read_text()
-    with pytest.raises(ValueError, match="md_workers must be >= 1"):
-        settings(files, tmp_path, md_workers=0)
+    for name in ("md_workers", "committee_workers"):
+        with pytest.raises(ValueError, match=f"{name} must be >= 1"):
+            settings(files, tmp_path, **{name: 0})
