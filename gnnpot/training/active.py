@@ -241,10 +241,17 @@ def _train_committee(config: ActiveLearningConfig, data: Path, folder: Path, pre
         with pool:
             futures = {m: pool.submit(_fit_member, [*argv, "--threads", str(threads)]) for m, argv in todo.items()}
             codes = [(member, future.result()) for member, future in futures.items()]
+    failed = []
     for member, code in codes:
-        if code != 0:
-            raise RuntimeError(f"training committee member {member} in {members[member]} failed (see the error above)")
-        (members[member] / FINISHED).touch()
+        if code == 0:
+            (members[member] / FINISHED).touch()  # before any error: a resume keeps the members that finished
+        else:
+            failed.append(member)
+            if workers <= 1:
+                break
+    if failed:
+        where = ", ".join(f"{member} in {members[member]}" for member in failed)
+        raise RuntimeError(f"training committee member {where} failed (see the error above)")
     return members
 
 

@@ -164,3 +164,14 @@ def test_members_and_md_runs_side_by_side_equal_one_after_another(files, tmp_pat
     for name in ("md_workers", "committee_workers"):
         with pytest.raises(ValueError, match=f"{name} must be >= 1"):
             settings(files, tmp_path, **{name: 0})
+
+
+def test_a_failed_member_is_named_and_the_finished_ones_are_kept(files, tmp_path):
+    # A file where member 1's run folder should be: its training cannot start, member 0's can.
+    committee = tmp_path / "al" / "iter_0" / "committee"
+    committee.mkdir(parents=True)
+    (committee / "member_1").write_text("in the way")
+    config = settings(files, tmp_path / "al", committee_workers=2, max_iterations=1)
+    with pytest.raises(RuntimeError, match=r"training committee member 1 in .*member_1 failed"):
+        run_active_learning(config, echo=lambda line: None)
+    assert (committee / "member_0" / "finished").exists()
